@@ -1,0 +1,5 @@
+"""datagate: a data-quality gate for image datasets."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from datagate.cli import run
+
+run()

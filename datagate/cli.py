@@ -1,0 +1,213 @@
+"""The ``datagate`` command line. Thin: parse, call the library, map errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from datagate import __version__
+from datagate.errors import DatagateError, ExitCode
+
+DEFAULT_SCAN_DIR = Path("datagate-out/scan")
+
+app = typer.Typer(
+    name="datagate",
+    help=(
+        "A data-quality gate for image datasets.\n\n"
+        "Scan shards once (expensive), then enforce a policy on the scan (cheap):\n\n"
+        "  datagate scan ./shards\n\n"
+        "  datagate enforce --min-human 0.7\n\n"
+        "Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 internal error, "
+        "130 interrupted."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+rules_app = typer.Typer(help="Work with rules files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"datagate {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def scan(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image folders, WebDataset .tar/.tar.gz shards, Parquet files, or folders of them.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Scan folder to write (images.parquet, meta.json).")
+    ] = DEFAULT_SCAN_DIR,
+    image_column: Annotated[
+        Optional[str],  # noqa: UP007 - typer needs Optional here on 3.10
+        typer.Option(help="Parquet column holding the images (default: auto-detect)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes for decoding and hashing (default: all cores).")
+    ] = 0,
+    max_pixels: Annotated[
+        int, typer.Option(help="Refuse images declaring more pixels (decompression-bomb guard).")
+    ] = 178_956_970,
+    max_bytes: Annotated[
+        int, typer.Option(help="Refuse image files or members larger than this many bytes.")
+    ] = 256 * 1024 * 1024,
+    chunk_size: Annotated[
+        int, typer.Option(help="Images per work unit (the granularity of resume).", min=1)
+    ] = 256,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> int:
+    """Scan images into a Parquet table of signals (integrity, hashes, quality).
+
+    Re-running the same command resumes an interrupted scan and skips finished work.
+    """
+    import os
+
+    from datagate import console
+    from datagate.pipeline import ScanOptions
+    from datagate.pipeline import scan as run_scan
+
+    options = ScanOptions(
+        image_column=image_column, max_pixels=max_pixels, max_bytes=max_bytes, chunk_size=chunk_size
+    )
+    bar = console.ScanProgress(enabled=progress and console.err.is_terminal)
+    result = run_scan(
+        paths, out, options, workers=workers or (os.cpu_count() or 1), progress=bar
+    )
+    for path, reason in result.skipped[:20]:
+        console.warn(f"skipped {path}: {reason}")
+    if len(result.skipped) > 20:
+        console.warn(f"... and {len(result.skipped) - 20} more skipped files (see meta.json)")
+    console.scan_summary(result.meta, str(out))
+    return ExitCode.OK
+
+
+@app.command()
+def enforce(
+    scan_dir: Annotated[
+        Path, typer.Argument(help="Scan folder written by `datagate scan`.")
+    ] = DEFAULT_SCAN_DIR,
+    rules: Annotated[
+        Optional[Path],  # noqa: UP007
+        typer.Option(
+            "--rules",
+            "-r",
+            help="Rules file (default: ./rules/default.yaml if present, else the shipped policy).",
+        ),
+    ] = None,
+    min_human: Annotated[
+        Optional[float],  # noqa: UP007
+        typer.Option(help="Override min_human.min: floor on the share of human-made images."),
+    ] = None,
+    max_rejected_fraction: Annotated[
+        Optional[float],  # noqa: UP007
+        typer.Option(help="Override max_rejected_fraction.max."),
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP007
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder (default: beside the scan, e.g. datagate-out/ for datagate-out/scan).",
+        ),
+    ] = None,
+) -> int:
+    """Apply rules to a scan; write kept/rejected manifests and reports; exit 1 if the gate fails."""
+    from datagate import console
+    from datagate.enforce import enforce as run_enforce
+    from datagate.policy import default_rules_path, load_policy, with_overrides
+
+    path = rules if rules is not None else default_rules_path()
+    overrides = {
+        k: v
+        for k, v in {"min_human": min_human, "max_rejected_fraction": max_rejected_fraction}.items()
+        if v is not None
+    }
+    policy = with_overrides(load_policy(path), **overrides)
+    result = run_enforce(scan_dir, policy, source=str(path), out=out, overrides=overrides)
+    console.enforce_summary(result.report)
+    return ExitCode.OK if result.passed else ExitCode.GATE_FAILED
+
+
+@rules_app.command("validate")
+def rules_validate(
+    files: Annotated[list[Path], typer.Argument(help="Rules files to check.", show_default=False)],
+) -> int:
+    """Check rules files; print every problem with its key path."""
+    from datagate import console
+    from datagate.errors import ConfigError
+    from datagate.policy import load_policy
+
+    failed = False
+    for file in files:
+        try:
+            policy = load_policy(file)
+        except ConfigError as exc:
+            failed = True
+            for line in str(exc).splitlines():
+                console.error(line)
+        else:
+            console.out.print(f"[green]ok[/] {file}: {len(policy.rules)} rules")
+    return ExitCode.USAGE if failed else ExitCode.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (see :class:`datagate.errors.ExitCode`)."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="datagate", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return ExitCode.INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.USAGE
+    except DatagateError as exc:
+        from datagate import console
+
+        console.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        from datagate import console
+
+        console.error("interrupted; finished work is kept: re-run the same command to resume")
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        from datagate import console
+
+        if _state["debug"]:
+            traceback.print_exc()
+        console.error(f"internal error: {type(exc).__name__}: {exc}")
+        console.err.print("  this is a bug in datagate; re-run with --debug for a traceback")
+        return ExitCode.INTERNAL
+    return int(result) if isinstance(result, int) else ExitCode.OK
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Terminal output (rich): progress and messages on stderr, results on stdout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} img/s", style="cyan")
+
+
+class ScanProgress:
+    """A rich progress bar that satisfies :class:`datagate.pipeline.Progress`."""
+
+    def __init__(self, description: str = "scanning", *, enabled: bool = True) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not enabled,
+            transient=False,
+        )
+        self._description = description
+        self._task: Any = None
+
+    def start(self, total: int | None) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task(self._description, total=total)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def finish(self) -> None:
+        self._progress.stop()
+
+
+def error(message: str) -> None:
+    err.print(Text("error: ", style="bold red") + Text(message))
+
+
+def warn(message: str) -> None:
+    err.print(Text("warning: ", style="bold yellow") + Text(message))
+
+
+def scan_summary(meta: dict[str, Any], out_dir: str) -> None:
+    c, t = meta["counts"], meta["timing"]
+    out.print(
+        f"[bold green]scanned[/] {c['images']:,} images in {c['shards']:,} shards "
+        f"({t['seconds']:.1f} s, {t['images_per_second'] or 0:,.0f} img/s, "
+        f"{t['chunks_resumed']} chunks resumed) · {c['errors']:,} unreadable · "
+        f"{c['skipped_files']:,} files skipped"
+    )
+    out.print(f"scan table: [bold]{out_dir}/images.parquet[/]")
+
+
+def enforce_summary(report: dict[str, Any]) -> None:
+    table = Table(title=None, show_edge=False, header_style="bold")
+    table.add_column("rule")
+    table.add_column("scope")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for r in report["rules"]:
+        if r["scope"] == "image":
+            result = f"{r['rejected']:,} rejected"
+            style = "yellow" if r["rejected"] else "dim"
+        else:
+            result = "pass" if r["passed"] else "FAIL"
+            style = "green" if r["passed"] else "bold red"
+        table.add_row(r["id"], r["scope"], Text(result, style=style), r["message"])
+    out.print(table)
+    c = report["counts"]
+    verdict = report["verdict"]
+    colour = "green" if verdict == "pass" else "red"
+    out.print(
+        f"[bold {colour}]{verdict.upper()}[/] · {c['images']:,} images · {c['kept']:,} kept · "
+        f"{c['rejected']:,} rejected"
+    )
+    o = report["outputs"]
+    out.print(f"manifests: {o['kept']}, {o['rejected']}")
+    out.print(f"report: {o['report_md']} (json: {o['report_json']})")

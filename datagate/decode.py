@@ -1,0 +1,147 @@
+"""Safe, bounded image decoding: decode once, at the resolution the signals need.
+
+* The pixel count is checked from the header before any pixel is decoded, so a file that
+  declares 24000x24000 costs microseconds, not gigabytes.
+* JPEGs are decoded with libjpeg's DCT scaling (``Image.draft``) straight to the analysis
+  resolution; other formats are decoded fully and reduced by an integer factor.
+* EXIF orientation is applied, the first frame of animations is used, and every Pillow mode
+  (CMYK, 16-bit, palette with transparency, grey, float) is normalised to 8-bit RGB.
+* Every failure raises :class:`DecodeError` with a message fit for a report row.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+#: Default limit on width x height, checked before decoding (decompression-bomb guard).
+DEFAULT_MAX_PIXELS = 178_956_970
+#: Signals are computed on an image whose shorter side is in [ANALYSIS_SIZE, 2*ANALYSIS_SIZE).
+ANALYSIS_SIZE = 256
+
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+class DecodeError(Exception):
+    """The bytes are not a decodable image; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A decoded image: what the header said and the analysis-resolution RGB pixels."""
+
+    format: str | None
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    mode: str  # the file's own mode, before normalisation
+    animated: bool
+    orientation: int
+    image: Image.Image  # RGB, shorter side in [ANALYSIS_SIZE, 2*ANALYSIS_SIZE) when larger
+
+
+def configure_pillow() -> None:
+    """Let :func:`decode` own the pixel limit (called in scan worker processes)."""
+    Image.MAX_IMAGE_PIXELS = None
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+def _bomb_message(width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"image declares {width}x{height} = {width * height / 1e6:.1f} megapixels, over the "
+        f"{max_pixels / 1e6:.1f}-megapixel limit (decompression-bomb guard; raise --max-pixels "
+        "to allow)"
+    )
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Normalise any Pillow mode to 8-bit RGB (alpha composited over white)."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8)).convert(
+            "RGB"
+        )
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return Image.fromarray(((arr - lo) * scale).astype(np.uint8)).convert("RGB")
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode in ("LA", "PA"):
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im, mask=im.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def decode(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, analysis_size: int = ANALYSIS_SIZE
+) -> Decoded:
+    """Decode ``data`` once into a :class:`Decoded`, or raise :class:`DecodeError`."""
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError(f"not a recognised image format (starts with {data[:8]!r})") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression-bomb guard: {exc}") from None
+    except Exception as exc:
+        raise DecodeError(f"unreadable image header: {type(exc).__name__}: {exc}") from None
+    rgb: Image.Image | None = None
+    try:
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise DecodeError(f"image declares an empty size {width}x{height}")
+        if width * height > max_pixels:
+            raise DecodeError(_bomb_message(width, height, max_pixels))
+        fmt, mode = im.format, im.mode
+        try:
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+        except Exception:
+            orientation = 1
+        animated = bool(getattr(im, "is_animated", False))
+        if fmt == "JPEG" and mode in ("RGB", "L", "YCbCr"):
+            im.draft("RGB", (analysis_size, analysis_size))
+        im.load()
+        factor = min(im.size) // analysis_size
+        if factor >= 2 and im.mode not in ("P", "PA", "1", "I;16", "I;16L", "I;16B", "I;16N"):
+            im = im.reduce(factor)
+        rgb = to_rgb(im)
+        factor = min(rgb.size) // analysis_size
+        if factor >= 2:
+            rgb = rgb.reduce(factor)
+        transpose = _ORIENTATION_TRANSPOSE.get(orientation)
+        if transpose is not None:
+            rgb = rgb.transpose(transpose)
+            if orientation >= 5:
+                width, height = height, width
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression-bomb guard: {exc}") from None
+    except Exception as exc:
+        raise DecodeError(f"cannot decode {im.format or 'image'}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if rgb is not im:
+            im.close()
+    return Decoded(fmt, width, height, mode, animated, orientation, rgb)

@@ -1,0 +1,331 @@
+"""The rule engine: per-image rules reject rows, dataset rules judge the kept set.
+
+Per-image rules run in policy order over the rows no earlier rule rejected; each returns a
+boolean mask and a reason per rejected row (vectorised over the table, duplicate rules via
+indexes). Dataset rules then measure the kept set against thresholds. Only thresholds live
+here: the signals were measured at scan time, so changing a rule never needs a re-scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from datagate import dedup
+from datagate.policy import (
+    Decodable,
+    Dimensions,
+    ExactDuplicates,
+    Formats,
+    MaxRejectedFraction,
+    MinHuman,
+    NearDuplicates,
+    Policy,
+    Quality,
+    _Rule,
+)
+
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+ObjArray = np.ndarray[Any, np.dtype[np.object_]]
+
+FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
+
+
+@dataclass
+class RuleOutcome:
+    id: str
+    rule: str
+    scope: str  # "image" or "dataset"
+    params: dict[str, Any]
+    rejected: int = 0
+    passed: bool | None = None  # dataset rules only
+    value: float | None = None
+    threshold: float | None = None
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    kept: BoolArray
+    rule_id: ObjArray
+    reason: ObjArray
+    outcomes: list[RuleOutcome]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed is not False for o in self.outcomes)
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _num(table: pa.Table, name: str, fill: float = np.nan) -> np.ndarray[Any, np.dtype[Any]]:
+    if name not in table.column_names:
+        return np.full(table.num_rows, fill)
+    return np.asarray(pc.fill_null(table.column(name).cast(pa.float64()), fill).to_numpy())
+
+
+def _bool(table: pa.Table, name: str) -> BoolArray:
+    if name not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    return np.asarray(pc.fill_null(table.column(name), False).to_numpy(zero_copy_only=False))
+
+
+def _str(table: pa.Table, name: str) -> ObjArray:
+    if name not in table.column_names:
+        return np.full(table.num_rows, None, dtype=object)
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _reasons(n: int, mask: BoolArray, make: Callable[[int], str]) -> ObjArray:
+    out = np.full(n, None, dtype=object)
+    for row in np.flatnonzero(mask).tolist():
+        out[row] = make(row)
+    return out
+
+
+# --------------------------------------------------------------------------- image rules
+
+ImageRuleFn = Callable[[Any, pa.Table, BoolArray], tuple[BoolArray, ObjArray, dict[str, Any]]]
+
+
+def _decodable(rule: Decodable, t: pa.Table, alive: BoolArray) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    bad = alive & ~_bool(t, "decodable")
+    errors = _str(t, "error")
+    return bad, _reasons(t.num_rows, bad, lambda r: f"not decodable: {errors[r] or 'unknown error'}"), {}
+
+
+def _dimensions(rule: Dimensions, t: pa.Table, alive: BoolArray) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    w, h = _num(t, "width"), _num(t, "height")
+    checks = [
+        ("width", w, rule.min_width, "<", "min_width"),
+        ("height", h, rule.min_height, "<", "min_height"),
+        ("width", w, rule.max_width, ">", "max_width"),
+        ("height", h, rule.max_height, ">", "max_height"),
+    ]
+    masks = []
+    for _, values, limit, op, _ in checks:
+        if limit is None:
+            masks.append(np.zeros(t.num_rows, dtype=bool))
+        else:
+            masks.append((values < limit) if op == "<" else (values > limit))
+    bad = alive & np.logical_or.reduce(masks)
+
+    def reason(r: int) -> str:
+        parts = [
+            f"{label} {int(values[r])} {op} {key} {limit}"
+            for (label, values, limit, op, key), m in zip(checks, masks)
+            if m[r]
+        ]
+        return "; ".join(parts)
+
+    return bad, _reasons(t.num_rows, bad, reason), {}
+
+
+def _formats(rule: Formats, t: pa.Table, alive: BoolArray) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    allow = {FORMAT_ALIASES.get(f.upper(), f.upper()) for f in rule.allow}
+    fmt = _str(t, "format")
+    known = np.array([f is not None for f in fmt], dtype=bool)
+    ok = np.array([f in allow for f in fmt], dtype=bool)
+    bad = alive & known & ~ok
+    listed = ", ".join(sorted(allow))
+    return bad, _reasons(t.num_rows, bad, lambda r: f"format {fmt[r]} not in allowed formats [{listed}]"), {}
+
+
+def _quality(rule: Quality, t: pa.Table, alive: BoolArray) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    checks: list[tuple[str, np.ndarray[Any, np.dtype[Any]], str, float, BoolArray]] = []
+    for name in ("brightness", "contrast", "blur", "entropy", "aspect_ratio"):
+        bound = getattr(rule, name)
+        if bound is None:
+            continue
+        values = _num(t, name)
+        if bound.min is not None:
+            checks.append((name, values, "<", bound.min, values < bound.min))
+        if bound.max is not None:
+            checks.append((name, values, ">", bound.max, values > bound.max))
+    if not checks:
+        return np.zeros(t.num_rows, dtype=bool), np.full(t.num_rows, None, dtype=object), {}
+    bad = alive & np.logical_or.reduce([c[4] for c in checks])
+
+    def reason(r: int) -> str:
+        return "; ".join(
+            f"{name} {values[r]:.3g} {op} {'min' if op == '<' else 'max'} {limit:g}"
+            for name, values, op, limit, m in checks
+            if m[r]
+        )
+
+    return bad, _reasons(t.num_rows, bad, reason), {}
+
+
+def _exact_duplicates(
+    rule: ExactDuplicates, t: pa.Table, alive: BoolArray
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    n = t.num_rows
+    sha = t.column("sha256")
+    candidates = np.flatnonzero(alive & np.asarray(pc.is_valid(sha).to_numpy(zero_copy_only=False)))
+    bad = np.zeros(n, dtype=bool)
+    first_of = np.full(n, -1, dtype=np.int64)
+    if candidates.size:
+        codes = np.asarray(pc.dictionary_encode(sha.take(pa.array(candidates))).combine_chunks().indices)
+        _, first_pos, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        first_rows = candidates[first_pos][inverse]
+        dup = first_rows != candidates
+        bad[candidates[dup]] = True
+        first_of[candidates] = first_rows
+    keys = _str(t, "key")
+    reasons = _reasons(n, bad, lambda r: f"exact duplicate of {keys[first_of[r]]} (same sha256)")
+    return bad, reasons, {"groups": int(len(np.unique(first_of[bad]))) if bad.any() else 0}
+
+
+def _near_duplicates(
+    rule: NearDuplicates, t: pa.Table, alive: BoolArray
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    n = t.num_rows
+    column = t.column(rule.hash)
+    valid = alive & np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False))
+    rows = np.flatnonzero(valid)
+    bad = np.zeros(n, dtype=bool)
+    reasons = np.full(n, None, dtype=object)
+    if rows.size < 2:
+        return bad, reasons, {"pairs": 0}
+    hashes = np.asarray(column.take(pa.array(rows)).to_numpy(zero_copy_only=False), dtype=np.uint64)
+    i, j, d = dedup.near_pairs(hashes, rule.max_distance)
+    if rule.keep == "largest":
+        pixels = (_num(t, "width", 0) * _num(t, "height", 0))[rows]
+        preference = np.lexsort((np.arange(rows.size), -pixels))
+    else:
+        preference = np.arange(rows.size)
+    dropped, dup_of, dist = dedup.greedy_keep(rows.size, i, j, d, preference.astype(np.int64))
+    keys = _str(t, "key")
+    label = "dHash" if rule.hash == "dhash" else "pHash"
+    for local in np.flatnonzero(dropped).tolist():
+        row = rows[local]
+        bad[row] = True
+        reasons[row] = (
+            f"near duplicate of {keys[rows[dup_of[local]]]} ({label} distance {dist[local]} "
+            f"<= {rule.max_distance})"
+        )
+    return bad, reasons, {"pairs": int(len(i))}
+
+
+IMAGE_RULES: dict[type[_Rule], ImageRuleFn] = {
+    Decodable: _decodable,
+    Dimensions: _dimensions,
+    Formats: _formats,
+    Quality: _quality,
+    ExactDuplicates: _exact_duplicates,
+    NearDuplicates: _near_duplicates,
+}
+
+
+# --------------------------------------------------------------------------- dataset rules
+
+
+def origin_counts(t: pa.Table, kept: BoolArray) -> dict[str, int]:
+    """Counts of human / synthetic / unknown origin among kept rows.
+
+    Until a provenance signal is in the scan there is no ``origin`` column and every image
+    is of unknown origin.
+    """
+    n_kept = int(kept.sum())
+    if "origin" not in t.column_names:
+        return {"human": 0, "synthetic": 0, "unknown": n_kept}
+    origin = _str(t, "origin")[kept]
+    human = int(np.sum(origin == "human"))
+    synthetic = int(np.sum(origin == "synthetic"))
+    return {"human": human, "synthetic": synthetic, "unknown": n_kept - human - synthetic}
+
+
+def _min_human(rule: MinHuman, t: pa.Table, kept: BoolArray, outcome: RuleOutcome) -> None:
+    c = origin_counts(t, kept)
+    human, synthetic, unknown = c["human"], c["synthetic"], c["unknown"]
+    if rule.unknown == "not_human":
+        num, den = human, human + synthetic + unknown
+    elif rule.unknown == "exclude":
+        num, den = human, human + synthetic
+    else:
+        num, den = human + unknown, human + synthetic + unknown
+    share = num / den if den else None
+    outcome.value, outcome.threshold = share, rule.min
+    outcome.details = {**c, "unknown_counts_as": rule.unknown, "evidence": "provenance"}
+    counts = f"{human:,} human, {synthetic:,} synthetic, {unknown:,} unknown origin"
+    if "origin" not in t.column_names:
+        counts += "; the scan has no provenance signal, so every image's origin is unknown"
+    if share is None:
+        outcome.passed = False
+        outcome.message = (
+            f"human share cannot be measured: no kept image has known origin ({counts}); "
+            f"a floor of {rule.min:.0%} cannot be shown"
+        )
+        return
+    outcome.passed = share >= rule.min
+    how = {"not_human": "counted as not human", "exclude": "excluded", "human": "counted as human"}
+    outcome.message = (
+        f"human share {share:.1%} {'>=' if outcome.passed else '<'} {rule.min:.0%} "
+        f"({counts}; unknown {how[rule.unknown]})"
+    )
+
+
+def _max_rejected(rule: MaxRejectedFraction, t: pa.Table, kept: BoolArray, outcome: RuleOutcome) -> None:
+    n = t.num_rows
+    rejected = n - int(kept.sum())
+    share = rejected / n if n else 0.0
+    outcome.value, outcome.threshold = share, rule.max
+    outcome.passed = share <= rule.max
+    outcome.message = (
+        f"rejected {rejected:,} of {n:,} images ({share:.1%}) "
+        f"{'<=' if outcome.passed else '>'} {rule.max:.0%}"
+    )
+
+
+DatasetRuleFn = Callable[[Any, pa.Table, BoolArray, RuleOutcome], None]
+DATASET_RULES: dict[type[_Rule], DatasetRuleFn] = {
+    MinHuman: _min_human,
+    MaxRejectedFraction: _max_rejected,
+}
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def _params(rule: _Rule) -> dict[str, Any]:
+    return rule.model_dump(exclude={"id", "rule"}, exclude_none=True)
+
+
+def apply_policy(table: pa.Table, policy: Policy) -> Decision:
+    n = table.num_rows
+    rule_id = np.full(n, None, dtype=object)
+    reason = np.full(n, None, dtype=object)
+    outcomes: list[RuleOutcome] = []
+    for rule in policy.image_rules():
+        alive = np.equal(rule_id, None)
+        mask, reasons, details = IMAGE_RULES[type(rule)](rule, table, alive)
+        newly = mask & alive
+        rule_id[newly] = rule.rule_id
+        reason[newly] = reasons[newly]
+        count = int(newly.sum())
+        outcomes.append(
+            RuleOutcome(
+                id=rule.rule_id,
+                rule=str(getattr(rule, "rule")),
+                scope="image",
+                params=_params(rule),
+                rejected=count,
+                message=f"rejected {count:,} image{'s' if count != 1 else ''}",
+                details=details,
+            )
+        )
+    kept = np.equal(rule_id, None)
+    for rule in policy.dataset_rules():
+        outcome = RuleOutcome(
+            id=rule.rule_id, rule=str(getattr(rule, "rule")), scope="dataset", params=_params(rule)
+        )
+        DATASET_RULES[type(rule)](rule, table, kept, outcome)
+        outcomes.append(outcome)
+    return Decision(kept=kept, rule_id=rule_id, reason=reason, outcomes=outcomes)

@@ -1,0 +1,49 @@
+"""The scan table's explicit, versioned schema.
+
+``images.parquet`` has the identity columns below followed by each signal's columns in
+registry order. The schema version and the signal versions are stored in the Parquet
+file's key-value metadata (``datagate.schema_version``, ``datagate.signals``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from datagate.signals import SIGNALS
+
+SCHEMA_VERSION = 1
+
+IDENTITY_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("member", pa.string(), nullable=False),
+    pa.field("reader", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("meta", pa.string()),  # sidecar / Parquet metadata as a JSON object
+)
+
+
+def signal_versions(names: Sequence[str]) -> dict[str, int]:
+    return {name: SIGNALS[name].version for name in names}
+
+
+def images_schema(signal_names: Sequence[str]) -> pa.Schema:
+    fields = list(IDENTITY_FIELDS)
+    for name in signal_names:
+        fields.extend(SIGNALS[name].fields)
+    metadata = {
+        "datagate.schema_version": str(SCHEMA_VERSION),
+        "datagate.signals": json.dumps(signal_versions(signal_names), sort_keys=True),
+    }
+    return pa.schema(fields, metadata=metadata)
+
+
+def describe(schema: pa.Schema) -> str:
+    """A stable text rendering of a schema (used for golden-file tests)."""
+    lines = [f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in schema]
+    for key, value in sorted((schema.metadata or {}).items()):
+        lines.append(f"# {key.decode()} = {value.decode()}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,17 @@
+"""Signal registry: name -> class. Adding a signal is one module and one entry here."""
+
+from __future__ import annotations
+
+from datagate.signals.base import Sample, Signal
+from datagate.signals.hashes import Hashes
+from datagate.signals.integrity import Integrity
+from datagate.signals.quality import Quality
+
+SIGNALS: dict[str, type[Signal]] = {
+    Integrity.name: Integrity,
+    Hashes.name: Hashes,
+    Quality.name: Quality,
+}
+DEFAULT_SIGNALS: tuple[str, ...] = ("integrity", "hashes", "quality")
+
+__all__ = ["DEFAULT_SIGNALS", "SIGNALS", "Sample", "Signal"]
