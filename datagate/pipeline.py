@@ -273,7 +273,7 @@ def scan(
             "datagate_version": __version__,
             "schema_version": SCHEMA_VERSION,
             "signals": signal_versions(options.signals),
-            "config": asdict(options),
+            "config": {**asdict(options), "signals": list(options.signals)},
             "config_hash": config_hash,
             "inputs": [str(p) for p in inputs],
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -9,7 +9,9 @@ from typing import Protocol
 from datagate.records import ImageRecord
 
 #: Image file suffixes read from folders and recognised as images inside tar shards.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+)
 
 #: Largest single member or file read into memory; larger ones become error rows.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024

@@ -1,0 +1,71 @@
+# datagate — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DATAGATE := $(abspath $(VENV))/bin/datagate
+CONSTRAINTS := .ci/constraints.txt
+# CPU builds by default; on a GPU machine install the CUDA build of the same versions first,
+# e.g. `make TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cu128 install`.
+TORCH_SPEC ?= torch==2.13.0 torchvision==0.28.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+export HF_HUB_OFFLINE ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-all lint format bench clean
+
+help: ## Show the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP) install -q $(TORCH_INDEX) $(TORCH_SPEC)
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[clip,demo,dev]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install datagate with its test and demo tools
+
+demo: $(STAMP) ## Build example shards, scan them, enforce the default and a trusted-sources policy
+	$(PY) examples/make_demo_shards.py examples/shards
+	cd examples && $(DATAGATE) scan ./shards
+	@echo; echo "== datagate enforce --min-human 0.7 (default policy: origin unknown counts as not human)"
+	cd examples && { $(DATAGATE) enforce --min-human 0.7; rc=$$?; \
+		echo "exit code $$rc (1 = gate failed: no image carries provenance evidence of human origin)"; \
+		test $$rc -le 1; }
+	@echo; echo "== datagate enforce --rules trusted-sources.yaml (unknown origin counted as human)"
+	cd examples && $(DATAGATE) enforce --rules trusted-sources.yaml --out datagate-out/trusted
+	@echo; echo "Reports: examples/datagate-out/report.md and examples/datagate-out/trusted/report.md"
+
+test: $(STAMP) ## Run the test suite (fast; no network, no GPU)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP) ## Run every test, slow ones included
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
+	$(VENV)/bin/ruff check datagate tests examples benchmarks
+	$(VENV)/bin/ruff format --check datagate tests examples benchmarks
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix datagate tests examples benchmarks
+	$(VENV)/bin/ruff format datagate tests examples benchmarks
+
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[bench]'
+	@touch $@
+
+BENCH_IMAGES ?= 20000
+bench: $(BENCH_STAMP) ## Scan-throughput and near-duplicate benchmarks (minutes; see benchmarks/README.md)
+	$(PY) benchmarks/bench_scan.py --images $(BENCH_IMAGES)
+	$(PY) benchmarks/bench_neardup.py --hashes 1000000
+
+clean: ## Remove generated data and outputs (keeps .venv)
+	rm -rf examples/shards examples/datagate-out datagate-out benchmarks/out .pytest_cache

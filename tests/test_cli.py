@@ -1,0 +1,170 @@
+"""End-to-end: drive the real CLI and check exit codes, files and their contents."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from datagate import __version__
+from datagate.cli import main
+
+from .conftest import DATA, ROOT
+
+
+@pytest.fixture(scope="module")
+def demo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from make_demo_shards import build
+    finally:
+        sys.path.pop(0)
+    out = tmp_path_factory.mktemp("demo") / "shards"
+    build(out, per_source=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scanned(demo_shards: Path) -> Path:
+    """The product card's exact invocation, from the folder that holds ./shards."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "datagate", "scan", "./shards"],
+        cwd=demo_shards.parent, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "scanned" in proc.stdout
+    return demo_shards.parent
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"datagate {__version__}"
+
+
+def test_scan_output_in_default_location(scanned: Path) -> None:
+    table = pq.read_table(scanned / "datagate-out" / "scan" / "images.parquet")
+    meta = json.loads((scanned / "datagate-out" / "scan" / "meta.json").read_text())
+    assert meta["counts"]["images"] == table.num_rows
+    assert {s["kind"] for s in meta["shards"]} == {"folder", "webdataset", "parquet"}
+    assert meta["skipped"] == [{"path": "shards/SOURCES.txt",
+                                "reason": "not an image, tar shard or Parquet file"}]
+    errors = {r["member"]: r["error"] for r in table.to_pylist() if r["error"]}
+    assert errors["broken-empty.jpg"] == "empty file (0 bytes)"
+    assert "escapes the shard" in errors["../escape.jpg"]
+    assert "truncated" in errors["broken-truncated.jpg"]
+
+
+def test_enforce_min_human_fails_honestly_without_provenance(scanned: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(scanned)
+    assert main(["enforce", "--min-human", "0.7"]) == 1
+    shown = capsys.readouterr().out
+    assert "FAIL" in shown and "min_human" in shown
+    out = scanned / "datagate-out"
+    report = json.loads((out / "report.json").read_text())
+    kept = pq.read_table(out / "manifests" / "kept.parquet")
+    rejected = pq.read_table(out / "manifests" / "rejected.parquet")
+    scan_rows = pq.read_table(out / "scan" / "images.parquet").num_rows
+    assert report["verdict"] == "fail"
+    assert report["counts"] == {"images": scan_rows, "kept": kept.num_rows,
+                                "rejected": rejected.num_rows, "errors": report["counts"]["errors"]}
+    assert kept.num_rows + rejected.num_rows == scan_rows
+    assert not set(kept.column("key").to_pylist()) & set(rejected.column("key").to_pylist())
+    # every rejected row names its rule and a reason; each per-image rule fired
+    assert rejected.column("rule_id").null_count == 0 and rejected.column("reason").null_count == 0
+    by_rule = {r["id"]: r for r in report["rules"]}
+    for rule_id in ("decodable", "dimensions", "quality", "exact_duplicates", "near_duplicates"):
+        assert by_rule[rule_id]["rejected"] > 0, rule_id
+        assert rejected.column("rule_id").to_pylist().count(rule_id) == by_rule[rule_id]["rejected"]
+    human = by_rule["min_human"]
+    assert human["passed"] is False and human["value"] == 0.0 and human["threshold"] == 0.7
+    assert human["details"]["unknown"] == kept.num_rows
+    assert sum(s["images"] for s in report["shards"]) == scan_rows
+    md = (out / "report.md").read_text()
+    assert "## ❌ datagate: FAIL" in md and "| `min_human` | **FAIL** | 0 | 0.7 |" in md
+
+
+def test_enforce_passes_with_trusted_sources_policy(scanned: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trusted"
+    code = main(["enforce", str(scanned / "datagate-out" / "scan"),
+                 "--rules", str(ROOT / "examples" / "trusted-sources.yaml"), "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "pass"
+    assert report["policy"]["source"].endswith("trusted-sources.yaml")
+    assert (out / "manifests" / "kept.parquet").exists()
+
+
+def test_enforce_never_imports_torch(scanned: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; from datagate.cli import main; "
+        f"rc = main(['enforce', {str(scanned / 'datagate-out' / 'scan')!r}, '--out', {str(tmp_path)!r}]); "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'open_clip' not in sys.modules; print('rc', rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "rc 1" in proc.stdout
+
+
+def test_enforce_without_a_scan_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["enforce"]) == 2
+    err = capsys.readouterr().err
+    assert "not a datagate scan" in err and "run `datagate scan PATH` first" in err
+
+
+def test_enforce_with_invalid_override_is_exit_2(scanned: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["enforce", str(scanned / "datagate-out" / "scan"), "--min-human", "7"]) == 2
+    assert "--min-human: expected a number in [0, 1], got 7.0" in capsys.readouterr().err
+
+
+def test_rules_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "validate", str(ROOT / "rules" / "default.yaml")]) == 0
+    assert "ok" in capsys.readouterr().out
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  - rule: max_rejected_fraction\n    max: high\n")
+    assert main(["rules", "validate", str(bad)]) == 2
+    assert f"{bad}: rules[0].max: expected a number in [0, 1], got 'high'" in capsys.readouterr().err.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "words"),
+    [
+        (DATA / "no-image-column.parquet", 2, "no image column found"),
+        (DATA / "hostile.tar", 0, "3 unreadable"),
+        (DATA / "truncated.jpg", 0, "1 unreadable"),
+        (DATA / "bomb-24000x24000.png", 0, "1 unreadable"),
+    ],
+)
+def test_hostile_inputs_never_traceback(path: Path, code: int, words: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "datagate", "scan", str(path), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == code
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert words in (proc.stdout + proc.stderr).replace("\n", " ")
+
+
+def test_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan"]) == 2
+    assert main(["enforce", "--min-human", "lots"]) == 2
+
+
+def test_internal_error_is_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import datagate.pipeline
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(datagate.pipeline, "scan", boom)
+    assert main(["scan", str(DATA / "grey.png"), "--out", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: kaboom" in err and "--debug" in err

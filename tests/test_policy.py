@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from datagate.errors import ConfigError
+from datagate.policy import MinHuman, default_rules_path, load_policy, parse_policy, with_overrides
+
+from .conftest import ROOT
+
+CASES: list[dict[str, Any]] = yaml.safe_load((Path(__file__).parent / "policy_cases.yaml").read_text())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_policy_case(case: dict[str, Any]) -> None:
+    if "ok" in case:
+        assert len(parse_policy(case["text"], "rules.yaml").rules) == case["ok"]
+        return
+    with pytest.raises(ConfigError) as info:
+        parse_policy(case["text"], "rules.yaml")
+    assert str(info.value) == case["error"].strip()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "rules").glob("*.yaml")) + [ROOT / "examples" / "trusted-sources.yaml"])
+def test_shipped_policies_validate(path: Path) -> None:
+    assert load_policy(path).rules
+
+
+def test_packaged_default_is_the_rules_folder_default() -> None:
+    packaged = Path(__file__).resolve().parent.parent / "datagate" / "policies" / "default.yaml"
+    assert packaged.read_bytes() == (ROOT / "rules" / "default.yaml").read_bytes()
+
+
+def test_default_rules_path_prefers_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert default_rules_path().name == "default.yaml" and default_rules_path().is_file()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "default.yaml").write_text("rules: []\n")
+    assert default_rules_path() == Path("rules/default.yaml")
+
+
+def test_overrides_set_or_add_rules() -> None:
+    base = parse_policy("rules:\n  - rule: decodable\n", "x")
+    added = with_overrides(base, min_human=0.8)
+    (rule,) = [r for r in added.rules if isinstance(r, MinHuman)]
+    assert rule.min == 0.8 and rule.unknown == "not_human"
+    changed = with_overrides(with_overrides(base, min_human=0.8), min_human=0.3)
+    assert [r.min for r in changed.rules if isinstance(r, MinHuman)] == [0.3]
+    with pytest.raises(ConfigError, match=r"--max-rejected-fraction: expected a number in \[0, 1\], got -0.1"):
+        with_overrides(base, max_rejected_fraction=-0.1)
