@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -46,7 +46,9 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for internal errors.")
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -56,7 +58,7 @@ def scan(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help="Image folders, WebDataset .tar/.tar.gz shards, Parquet files, or folders of them.",
+            help="Image folders, WebDataset .tar/.tar.gz shards, Parquet files, or folders.",
             show_default=False,
         ),
     ],
@@ -64,7 +66,7 @@ def scan(
         Path, typer.Option("--out", "-o", help="Scan folder to write (images.parquet, meta.json).")
     ] = DEFAULT_SCAN_DIR,
     image_column: Annotated[
-        Optional[str],  # noqa: UP007 - typer needs Optional here on 3.10
+        str | None,
         typer.Option(help="Parquet column holding the images (default: auto-detect)."),
     ] = None,
     workers: Annotated[
@@ -95,9 +97,7 @@ def scan(
         image_column=image_column, max_pixels=max_pixels, max_bytes=max_bytes, chunk_size=chunk_size
     )
     bar = console.ScanProgress(enabled=progress and console.err.is_terminal)
-    result = run_scan(
-        paths, out, options, workers=workers or (os.cpu_count() or 1), progress=bar
-    )
+    result = run_scan(paths, out, options, workers=workers or (os.cpu_count() or 1), progress=bar)
     for path, reason in result.skipped[:20]:
         console.warn(f"skipped {path}: {reason}")
     if len(result.skipped) > 20:
@@ -112,7 +112,7 @@ def enforce(
         Path, typer.Argument(help="Scan folder written by `datagate scan`.")
     ] = DEFAULT_SCAN_DIR,
     rules: Annotated[
-        Optional[Path],  # noqa: UP007
+        Path | None,
         typer.Option(
             "--rules",
             "-r",
@@ -120,23 +120,23 @@ def enforce(
         ),
     ] = None,
     min_human: Annotated[
-        Optional[float],  # noqa: UP007
+        float | None,
         typer.Option(help="Override min_human.min: floor on the share of human-made images."),
     ] = None,
     max_rejected_fraction: Annotated[
-        Optional[float],  # noqa: UP007
+        float | None,
         typer.Option(help="Override max_rejected_fraction.max."),
     ] = None,
     out: Annotated[
-        Optional[Path],  # noqa: UP007
+        Path | None,
         typer.Option(
             "--out",
             "-o",
-            help="Output folder (default: beside the scan, e.g. datagate-out/ for datagate-out/scan).",
+            help="Output folder (default: beside the scan: datagate-out/ for datagate-out/scan).",
         ),
     ] = None,
 ) -> int:
-    """Apply rules to a scan; write kept/rejected manifests and reports; exit 1 if the gate fails."""
+    """Apply rules to a scan: write kept/rejected manifests and reports; exit 1 on failure."""
     from datagate import console
     from datagate.enforce import enforce as run_enforce
     from datagate.policy import default_rules_path, load_policy, with_overrides

@@ -82,9 +82,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
         lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         return Image.fromarray(((arr - lo) * scale).astype(np.uint8)).convert("RGB")
-    if mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    elif mode in ("LA", "PA"):
+    if (mode == "P" and "transparency" in im.info) or mode in ("LA", "PA"):
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "RGBa"):
         background = Image.new("RGB", im.size, (255, 255, 255))
@@ -140,7 +138,9 @@ def decode(
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"decompression-bomb guard: {exc}") from None
     except Exception as exc:
-        raise DecodeError(f"cannot decode {im.format or 'image'}: {type(exc).__name__}: {exc}") from None
+        raise DecodeError(
+            f"cannot decode {im.format or 'image'}: {type(exc).__name__}: {exc}"
+        ) from None
     finally:
         if rgb is not im:
             im.close()

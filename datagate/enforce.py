@@ -40,8 +40,14 @@ def default_out(scan_dir: Path) -> Path:
     return scan_dir.parent if scan_dir.name == "scan" else scan_dir
 
 
-def enforce(scan_dir: Path, policy: Policy, *, source: str, out: Path | None = None,
-            overrides: dict[str, Any] | None = None) -> EnforceResult:
+def enforce(
+    scan_dir: Path,
+    policy: Policy,
+    *,
+    source: str,
+    out: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> EnforceResult:
     table, meta = load_scan(scan_dir)
     out = out if out is not None else default_out(scan_dir)
     decision = apply_policy(table, policy)

@@ -103,7 +103,9 @@ def compute_row(record: ImageRecord, options: ScanOptions) -> dict[str, Any]:
             error = f"cannot read file: {exc}"
     if error is None and data is not None:
         try:
-            decoded = decode(data, max_pixels=options.max_pixels, analysis_size=options.analysis_size)
+            decoded = decode(
+                data, max_pixels=options.max_pixels, analysis_size=options.analysis_size
+            )
         except DecodeError as exc:
             error = str(exc)
     sample = Sample(record, data, decoded, error)
@@ -177,12 +179,14 @@ def _executor(workers: int) -> Executor:
     if workers <= 1:
         configure_pillow()
         return _InlineExecutor()
-    method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context(method),
-        initializer=_init_worker,
-    )
+    if sys.platform.startswith("linux"):
+        # forkserver: no fork of a process that runs threads (the progress bar); the server
+        # imports the signal stack once, so workers start without paying for it again
+        context: multiprocessing.context.BaseContext = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])  # type: ignore[attr-defined]
+    else:
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
 
 
 # --------------------------------------------------------------------------- scan
@@ -306,35 +310,37 @@ def _merge(
     keep: set[str] = set()
     shards_meta: list[dict[str, Any]] = []
     n_images = n_errors = 0
-    with atomic_path(out / IMAGES_FILE) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            buffer: list[pa.Table] = []
-            buffered = 0
-            for shard, prefix in plan:
-                keep.add(f"{prefix}.done")
-                shard_images = shard_errors = 0
-                for part in _parts_of(parts_dir, prefix):
-                    keep.add(part.name)
-                    table = pq.read_table(part, schema=schema)
-                    shard_images += table.num_rows
-                    shard_errors += table.num_rows - table.column("error").null_count
-                    buffer.append(table)
-                    buffered += table.num_rows
-                    if buffered >= MERGE_ROWS:
-                        writer.write_table(pa.concat_tables(buffer))
-                        buffer, buffered = [], 0
-                shards_meta.append(
-                    {
-                        "id": shard.id,
-                        "kind": shard.kind,
-                        "images": shard_images,
-                        "errors": shard_errors,
-                    }
-                )
-                n_images += shard_images
-                n_errors += shard_errors
-            if buffer:
-                writer.write_table(pa.concat_tables(buffer))
+    with (
+        atomic_path(out / IMAGES_FILE) as tmp,
+        pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
+    ):
+        buffer: list[pa.Table] = []
+        buffered = 0
+        for shard, prefix in plan:
+            keep.add(f"{prefix}.done")
+            shard_images = shard_errors = 0
+            for part in _parts_of(parts_dir, prefix):
+                keep.add(part.name)
+                table = pq.read_table(part, schema=schema)
+                shard_images += table.num_rows
+                shard_errors += table.num_rows - table.column("error").null_count
+                buffer.append(table)
+                buffered += table.num_rows
+                if buffered >= MERGE_ROWS:
+                    writer.write_table(pa.concat_tables(buffer))
+                    buffer, buffered = [], 0
+            shards_meta.append(
+                {
+                    "id": shard.id,
+                    "kind": shard.kind,
+                    "images": shard_images,
+                    "errors": shard_errors,
+                }
+            )
+            n_images += shard_images
+            n_errors += shard_errors
+        if buffer:
+            writer.write_table(pa.concat_tables(buffer))
     for stale in parts_dir.iterdir():
         if stale.name not in keep:
             stale.unlink(missing_ok=True)

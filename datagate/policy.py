@@ -36,7 +36,7 @@ class _Rule(_Model):
 
     @property
     def rule_id(self) -> str:
-        return self.id or str(getattr(self, "rule"))
+        return self.id or str(self.rule)
 
 
 class Bound(_Model):
@@ -190,8 +190,9 @@ def parse_policy(text: str, source: str) -> Policy:
         raise ConfigError("\n".join(format_errors(exc, data, source))) from None
 
 
-def with_overrides(policy: Policy, *, min_human: float | None = None,
-                   max_rejected_fraction: float | None = None) -> Policy:
+def with_overrides(
+    policy: Policy, *, min_human: float | None = None, max_rejected_fraction: float | None = None
+) -> Policy:
     """Apply command-line overrides (``--min-human 0.7``) to a policy, validating them."""
     data = policy.model_dump(exclude_none=True)
     for flag, rule_name, key, value in (
@@ -242,7 +243,9 @@ def _path(loc: tuple[Any, ...], data: Any) -> tuple[str, type[BaseModel] | None,
             text += f".{part}" if text else str(part)
             if model is not None and part in model.model_fields:
                 inner = _unwrap(model.model_fields[part].annotation)
-                next_model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+                next_model = (
+                    inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+                )
                 if part != "rules":
                     model = next_model
             node = node.get(part) if isinstance(node, dict) else None

@@ -95,13 +95,21 @@ def _reasons(n: int, mask: BoolArray, make: Callable[[int], str]) -> ObjArray:
 ImageRuleFn = Callable[[Any, pa.Table, BoolArray], tuple[BoolArray, ObjArray, dict[str, Any]]]
 
 
-def _decodable(rule: Decodable, t: pa.Table, alive: BoolArray) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+def _decodable(
+    rule: Decodable, t: pa.Table, alive: BoolArray
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
     bad = alive & ~_bool(t, "decodable")
     errors = _str(t, "error")
-    return bad, _reasons(t.num_rows, bad, lambda r: f"not decodable: {errors[r] or 'unknown error'}"), {}
+    return (
+        bad,
+        _reasons(t.num_rows, bad, lambda r: f"not decodable: {errors[r] or 'unknown error'}"),
+        {},
+    )
 
 
-def _dimensions(rule: Dimensions, t: pa.Table, alive: BoolArray) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+def _dimensions(
+    rule: Dimensions, t: pa.Table, alive: BoolArray
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
     w, h = _num(t, "width"), _num(t, "height")
     checks = [
         ("width", w, rule.min_width, "<", "min_width"),
@@ -128,17 +136,25 @@ def _dimensions(rule: Dimensions, t: pa.Table, alive: BoolArray) -> tuple[BoolAr
     return bad, _reasons(t.num_rows, bad, reason), {}
 
 
-def _formats(rule: Formats, t: pa.Table, alive: BoolArray) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+def _formats(
+    rule: Formats, t: pa.Table, alive: BoolArray
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
     allow = {FORMAT_ALIASES.get(f.upper(), f.upper()) for f in rule.allow}
     fmt = _str(t, "format")
     known = np.array([f is not None for f in fmt], dtype=bool)
     ok = np.array([f in allow for f in fmt], dtype=bool)
     bad = alive & known & ~ok
     listed = ", ".join(sorted(allow))
-    return bad, _reasons(t.num_rows, bad, lambda r: f"format {fmt[r]} not in allowed formats [{listed}]"), {}
+    return (
+        bad,
+        _reasons(t.num_rows, bad, lambda r: f"format {fmt[r]} not in allowed formats [{listed}]"),
+        {},
+    )
 
 
-def _quality(rule: Quality, t: pa.Table, alive: BoolArray) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+def _quality(
+    rule: Quality, t: pa.Table, alive: BoolArray
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
     checks: list[tuple[str, np.ndarray[Any, np.dtype[Any]], str, float, BoolArray]] = []
     for name in ("brightness", "contrast", "blur", "entropy", "aspect_ratio"):
         bound = getattr(rule, name)
@@ -172,7 +188,9 @@ def _exact_duplicates(
     bad = np.zeros(n, dtype=bool)
     first_of = np.full(n, -1, dtype=np.int64)
     if candidates.size:
-        codes = np.asarray(pc.dictionary_encode(sha.take(pa.array(candidates))).combine_chunks().indices)
+        codes = np.asarray(
+            pc.dictionary_encode(sha.take(pa.array(candidates))).combine_chunks().indices
+        )
         _, first_pos, inverse = np.unique(codes, return_index=True, return_inverse=True)
         first_rows = candidates[first_pos][inverse]
         dup = first_rows != candidates
@@ -180,7 +198,7 @@ def _exact_duplicates(
         first_of[candidates] = first_rows
     keys = _str(t, "key")
     reasons = _reasons(n, bad, lambda r: f"exact duplicate of {keys[first_of[r]]} (same sha256)")
-    return bad, reasons, {"groups": int(len(np.unique(first_of[bad]))) if bad.any() else 0}
+    return bad, reasons, {"groups": len(np.unique(first_of[bad])) if bad.any() else 0}
 
 
 def _near_duplicates(
@@ -211,7 +229,7 @@ def _near_duplicates(
             f"near duplicate of {keys[rows[dup_of[local]]]} ({label} distance {dist[local]} "
             f"<= {rule.max_distance})"
         )
-    return bad, reasons, {"pairs": int(len(i))}
+    return bad, reasons, {"pairs": len(i)}
 
 
 IMAGE_RULES: dict[type[_Rule], ImageRuleFn] = {
@@ -272,7 +290,9 @@ def _min_human(rule: MinHuman, t: pa.Table, kept: BoolArray, outcome: RuleOutcom
     )
 
 
-def _max_rejected(rule: MaxRejectedFraction, t: pa.Table, kept: BoolArray, outcome: RuleOutcome) -> None:
+def _max_rejected(
+    rule: MaxRejectedFraction, t: pa.Table, kept: BoolArray, outcome: RuleOutcome
+) -> None:
     n = t.num_rows
     rejected = n - int(kept.sum())
     share = rejected / n if n else 0.0
@@ -313,7 +333,7 @@ def apply_policy(table: pa.Table, policy: Policy) -> Decision:
         outcomes.append(
             RuleOutcome(
                 id=rule.rule_id,
-                rule=str(getattr(rule, "rule")),
+                rule=str(rule.rule),
                 scope="image",
                 params=_params(rule),
                 rejected=count,
@@ -324,7 +344,7 @@ def apply_policy(table: pa.Table, policy: Policy) -> Decision:
     kept = np.equal(rule_id, None)
     for rule in policy.dataset_rules():
         outcome = RuleOutcome(
-            id=rule.rule_id, rule=str(getattr(rule, "rule")), scope="dataset", params=_params(rule)
+            id=rule.rule_id, rule=str(rule.rule), scope="dataset", params=_params(rule)
         )
         DATASET_RULES[type(rule)](rule, table, kept, outcome)
         outcomes.append(outcome)

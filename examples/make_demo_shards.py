@@ -147,7 +147,9 @@ def build(out: Path, per_source: int) -> dict[str, int]:
 
     half = len(tar_items) // 2
     for shard_index, chunk in enumerate((tar_items[:half], tar_items[half:])):
-        with tarfile.open(out / f"web-{shard_index:06d}.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        with tarfile.open(
+            out / f"web-{shard_index:06d}.tar", "w", format=tarfile.USTAR_FORMAT
+        ) as tar:
             for i, (key, data) in enumerate(chunk):
                 sample = f"{shard_index:02d}{i:05d}"
                 add_member(tar, f"{sample}.jpg", data)

@@ -33,7 +33,9 @@ def scanned(demo_shards: Path) -> Path:
     """The product card's exact invocation, from the folder that holds ./shards."""
     proc = subprocess.run(
         [sys.executable, "-m", "datagate", "scan", "./shards"],
-        cwd=demo_shards.parent, capture_output=True, text=True,
+        cwd=demo_shards.parent,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert "scanned" in proc.stdout
@@ -50,16 +52,18 @@ def test_scan_output_in_default_location(scanned: Path) -> None:
     meta = json.loads((scanned / "datagate-out" / "scan" / "meta.json").read_text())
     assert meta["counts"]["images"] == table.num_rows
     assert {s["kind"] for s in meta["shards"]} == {"folder", "webdataset", "parquet"}
-    assert meta["skipped"] == [{"path": "shards/SOURCES.txt",
-                                "reason": "not an image, tar shard or Parquet file"}]
+    assert meta["skipped"] == [
+        {"path": "shards/SOURCES.txt", "reason": "not an image, tar shard or Parquet file"}
+    ]
     errors = {r["member"]: r["error"] for r in table.to_pylist() if r["error"]}
     assert errors["broken-empty.jpg"] == "empty file (0 bytes)"
     assert "escapes the shard" in errors["../escape.jpg"]
     assert "truncated" in errors["broken-truncated.jpg"]
 
 
-def test_enforce_min_human_fails_honestly_without_provenance(scanned: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_enforce_min_human_fails_honestly_without_provenance(
+    scanned: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(scanned)
     assert main(["enforce", "--min-human", "0.7"]) == 1
     shown = capsys.readouterr().out
@@ -70,8 +74,12 @@ def test_enforce_min_human_fails_honestly_without_provenance(scanned: Path, monk
     rejected = pq.read_table(out / "manifests" / "rejected.parquet")
     scan_rows = pq.read_table(out / "scan" / "images.parquet").num_rows
     assert report["verdict"] == "fail"
-    assert report["counts"] == {"images": scan_rows, "kept": kept.num_rows,
-                                "rejected": rejected.num_rows, "errors": report["counts"]["errors"]}
+    assert report["counts"] == {
+        "images": scan_rows,
+        "kept": kept.num_rows,
+        "rejected": rejected.num_rows,
+        "errors": report["counts"]["errors"],
+    }
     assert kept.num_rows + rejected.num_rows == scan_rows
     assert not set(kept.column("key").to_pylist()) & set(rejected.column("key").to_pylist())
     # every rejected row names its rule and a reason; each per-image rule fired
@@ -90,8 +98,16 @@ def test_enforce_min_human_fails_honestly_without_provenance(scanned: Path, monk
 
 def test_enforce_passes_with_trusted_sources_policy(scanned: Path, tmp_path: Path) -> None:
     out = tmp_path / "trusted"
-    code = main(["enforce", str(scanned / "datagate-out" / "scan"),
-                 "--rules", str(ROOT / "examples" / "trusted-sources.yaml"), "--out", str(out)])
+    code = main(
+        [
+            "enforce",
+            str(scanned / "datagate-out" / "scan"),
+            "--rules",
+            str(ROOT / "examples" / "trusted-sources.yaml"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "pass"
@@ -102,7 +118,8 @@ def test_enforce_passes_with_trusted_sources_policy(scanned: Path, tmp_path: Pat
 def test_enforce_never_imports_torch(scanned: Path, tmp_path: Path) -> None:
     code = (
         "import sys; from datagate.cli import main; "
-        f"rc = main(['enforce', {str(scanned / 'datagate-out' / 'scan')!r}, '--out', {str(tmp_path)!r}]); "
+        f"rc = main(['enforce', {str(scanned / 'datagate-out' / 'scan')!r}, "
+        f"'--out', {str(tmp_path)!r}]); "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "assert 'open_clip' not in sys.modules; print('rc', rc)"
     )
@@ -111,15 +128,18 @@ def test_enforce_never_imports_torch(scanned: Path, tmp_path: Path) -> None:
     assert "rc 1" in proc.stdout
 
 
-def test_enforce_without_a_scan_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_enforce_without_a_scan_is_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["enforce"]) == 2
     err = capsys.readouterr().err
     assert "not a datagate scan" in err and "run `datagate scan PATH` first" in err
 
 
-def test_enforce_with_invalid_override_is_exit_2(scanned: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_enforce_with_invalid_override_is_exit_2(
+    scanned: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["enforce", str(scanned / "datagate-out" / "scan"), "--min-human", "7"]) == 2
     assert "--min-human: expected a number in [0, 1], got 7.0" in capsys.readouterr().err
 
@@ -130,7 +150,10 @@ def test_rules_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  - rule: max_rejected_fraction\n    max: high\n")
     assert main(["rules", "validate", str(bad)]) == 2
-    assert f"{bad}: rules[0].max: expected a number in [0, 1], got 'high'" in capsys.readouterr().err.replace("\n", "")
+    assert (
+        f"{bad}: rules[0].max: expected a number in [0, 1], got 'high'"
+        in capsys.readouterr().err.replace("\n", "")
+    )
 
 
 @pytest.mark.parametrize(
@@ -145,7 +168,8 @@ def test_rules_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_hostile_inputs_never_traceback(path: Path, code: int, words: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "datagate", "scan", str(path), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == code
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -157,8 +181,9 @@ def test_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["enforce", "--min-human", "lots"]) == 2
 
 
-def test_internal_error_is_exit_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_internal_error_is_exit_3(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import datagate.pipeline
 
     def boom(*args: object, **kwargs: object) -> None:

@@ -8,7 +8,9 @@ from datagate.dedup import greedy_keep, near_pairs
 
 def _brute(hashes: np.ndarray, r: int) -> set[tuple[int, int]]:
     x = hashes[:, None] ^ hashes[None, :]
-    bits = np.unpackbits(x.astype(">u8").view(np.uint8).reshape(len(hashes), len(hashes), 8), axis=-1)
+    bits = np.unpackbits(
+        x.astype(">u8").view(np.uint8).reshape(len(hashes), len(hashes), 8), axis=-1
+    )
     dist = bits.sum(-1)
     i, j = np.nonzero(np.triu(dist <= r, 1))
     return set(zip(i.tolist(), j.tolist()))

@@ -55,8 +55,11 @@ def test_perceptual_hash_finds_the_groups_it_can_see(scanned) -> None:  # type: 
     threshold = NearDuplicates(rule="near_duplicates").max_distance
     i, j, _ = near_pairs(hashes, threshold)
     predicted = {(keys[a], keys[b]) for a, b in zip(i.tolist(), j.tolist())}
-    predicted |= {(keys[a], keys[b]) for a, b in itertools.combinations(range(len(rows)), 2)
-                  if sha[a] == sha[b]}
+    predicted |= {
+        (keys[a], keys[b])
+        for a, b in itertools.combinations(range(len(rows)), 2)
+        if sha[a] == sha[b]
+    }
 
     truth = {
         (a, b)

@@ -50,7 +50,9 @@ def test_parallel_scan_equals_serial_scan(image_folder: Path, tmp_path: Path) ->
     assert _table(tmp_path / "serial").equals(_table(tmp_path / "parallel"))
 
 
-def test_rescan_reuses_finished_shards_and_redoes_changed_ones(image_folder: Path, tmp_path: Path) -> None:
+def test_rescan_reuses_finished_shards_and_redoes_changed_ones(
+    image_folder: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "scan"
     opts = ScanOptions(chunk_size=4)
     scan([image_folder], out, opts, workers=1)
@@ -79,8 +81,20 @@ def test_scan_killed_with_sigkill_resumes_to_identical_table(tmp_path: Path) -> 
     data = tmp_path / "data"
     _slow_dataset(data, 240)
     out = tmp_path / "scan"
-    cmd = [sys.executable, "-m", "datagate", "scan", str(data), "--out", str(out),
-           "--chunk-size", "8", "--workers", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "datagate",
+        "scan",
+        str(data),
+        "--out",
+        str(out),
+        "--chunk-size",
+        "8",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = out / PARTS_DIR
     deadline = time.time() + 60

@@ -11,7 +11,9 @@ from datagate.policy import MinHuman, default_rules_path, load_policy, parse_pol
 
 from .conftest import ROOT
 
-CASES: list[dict[str, Any]] = yaml.safe_load((Path(__file__).parent / "policy_cases.yaml").read_text())
+CASES: list[dict[str, Any]] = yaml.safe_load(
+    (Path(__file__).parent / "policy_cases.yaml").read_text()
+)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -24,7 +26,9 @@ def test_policy_case(case: dict[str, Any]) -> None:
     assert str(info.value) == case["error"].strip()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "rules").glob("*.yaml")) + [ROOT / "examples" / "trusted-sources.yaml"])
+@pytest.mark.parametrize(
+    "path", [*sorted((ROOT / "rules").glob("*.yaml")), ROOT / "examples" / "trusted-sources.yaml"]
+)
 def test_shipped_policies_validate(path: Path) -> None:
     assert load_policy(path).rules
 
@@ -34,7 +38,9 @@ def test_packaged_default_is_the_rules_folder_default() -> None:
     assert packaged.read_bytes() == (ROOT / "rules" / "default.yaml").read_bytes()
 
 
-def test_default_rules_path_prefers_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_rules_path_prefers_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert default_rules_path().name == "default.yaml" and default_rules_path().is_file()
     (tmp_path / "rules").mkdir()
@@ -49,5 +55,7 @@ def test_overrides_set_or_add_rules() -> None:
     assert rule.min == 0.8 and rule.unknown == "not_human"
     changed = with_overrides(with_overrides(base, min_human=0.8), min_human=0.3)
     assert [r.min for r in changed.rules if isinstance(r, MinHuman)] == [0.3]
-    with pytest.raises(ConfigError, match=r"--max-rejected-fraction: expected a number in \[0, 1\], got -0.1"):
+    with pytest.raises(
+        ConfigError, match=r"--max-rejected-fraction: expected a number in \[0, 1\], got -0.1"
+    ):
         with_overrides(base, max_rejected_fraction=-0.1)

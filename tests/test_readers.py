@@ -28,7 +28,9 @@ def test_folder_shards_per_directory_and_skipped_files(image_folder: Path) -> No
     assert [s.kind for s in found.shards] == ["folder", "folder"]
     keys = [r.key for s in found.shards for r in s.records()]
     assert keys[0] == "a/img00.jpg" and keys[-1] == "b/img11.jpg" and len(keys) == 12
-    assert found.skipped == [(str(image_folder / "README.md"), "not an image, tar shard or Parquet file")]
+    assert found.skipped == [
+        (str(image_folder / "README.md"), "not an image, tar shard or Parquet file")
+    ]
 
 
 def test_multiple_roots_prefix_shard_ids(tmp_path: Path, image_folder: Path) -> None:
@@ -103,7 +105,9 @@ def test_parquet_struct_column_autodetected(tmp_path: Path) -> None:
     pq.write_table(
         pa.table(
             {
-                "image": pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                "image": pa.array(
+                    images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+                ),
                 "caption": ["a", "b", "c"],
             }
         ),
@@ -118,7 +122,9 @@ def test_parquet_struct_column_autodetected(tmp_path: Path) -> None:
 def test_parquet_binary_column_by_name_and_nulls(tmp_path: Path) -> None:
     path = tmp_path / "raw.parquet"
     pq.write_table(
-        pa.table({"thumb": pa.array([jpeg_bytes(photo(1)), None], pa.binary()), "jpg": [b"x", b"y"]}),
+        pa.table(
+            {"thumb": pa.array([jpeg_bytes(photo(1)), None], pa.binary()), "jpg": [b"x", b"y"]}
+        ),
         path,
     )
     (auto,) = discover([path]).shards

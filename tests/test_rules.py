@@ -14,10 +14,24 @@ def _table(rows: list[dict]) -> pa.Table:  # type: ignore[type-arg]
     full = []
     for i, r in enumerate(rows):
         base = {f.name: None for f in schema}
-        base.update(key=f"s/{i}", shard="s", member=str(i), reader="folder", decodable=True,
-                    format="JPEG", width=512, height=512, brightness=0.5, contrast=0.2,
-                    blur=100.0, entropy=7.0, aspect_ratio=1.0, sha256=f"{i:064x}",
-                    dhash=i * 0x0101010101010101 % 2**64, phash=i)
+        base.update(
+            key=f"s/{i}",
+            shard="s",
+            member=str(i),
+            reader="folder",
+            decodable=True,
+            format="JPEG",
+            width=512,
+            height=512,
+            brightness=0.5,
+            contrast=0.2,
+            blur=100.0,
+            entropy=7.0,
+            aspect_ratio=1.0,
+            sha256=f"{i:064x}",
+            dhash=i * 0x0101010101010101 % 2**64,
+            phash=i,
+        )
         base.update(r)
         full.append(base)
     return pa.Table.from_pylist(full, schema=schema)
@@ -28,7 +42,9 @@ def _decide(rows: list[dict], text: str):  # type: ignore[no-untyped-def,type-ar
 
 
 def test_decodable_uses_the_error_text() -> None:
-    d = _decide([{}, {"decodable": False, "error": "empty file (0 bytes)"}], "rules: [{rule: decodable}]")
+    d = _decide(
+        [{}, {"decodable": False, "error": "empty file (0 bytes)"}], "rules: [{rule: decodable}]"
+    )
     assert d.kept.tolist() == [True, False]
     assert d.rule_id[1] == "decodable" and d.reason[1] == "not decodable: empty file (0 bytes)"
 
@@ -44,7 +60,9 @@ def test_dimensions_and_custom_rule_id() -> None:
 
 
 def test_formats_are_case_insensitive_with_aliases() -> None:
-    d = _decide([{"format": "GIF"}, {"format": "JPEG"}], "rules: [{rule: formats, allow: [jpg, png]}]")
+    d = _decide(
+        [{"format": "GIF"}, {"format": "JPEG"}], "rules: [{rule: formats, allow: [jpg, png]}]"
+    )
     assert d.kept.tolist() == [False, True]
     assert d.reason[0] == "format GIF not in allowed formats [JPEG, PNG]"
 
@@ -60,8 +78,10 @@ def test_quality_bounds() -> None:
 
 def test_exact_duplicates_keep_first_in_scan_order() -> None:
     same = "ab" * 32
-    d = _decide([{}, {"sha256": same}, {}, {"sha256": same}, {"sha256": same}],
-                "rules: [{rule: exact_duplicates}]")
+    d = _decide(
+        [{}, {"sha256": same}, {}, {"sha256": same}, {"sha256": same}],
+        "rules: [{rule: exact_duplicates}]",
+    )
     assert d.kept.tolist() == [True, True, True, False, False]
     assert d.reason[3] == "exact duplicate of s/1 (same sha256)"
 
@@ -69,22 +89,30 @@ def test_exact_duplicates_keep_first_in_scan_order() -> None:
 def test_first_rule_wins_and_later_rules_see_only_survivors() -> None:
     same = "cd" * 32
     # row 0 is broken and a byte-copy of row 1: row 1 must survive the duplicate rule
-    d = _decide([{"sha256": same, "decodable": False}, {"sha256": same}],
-                "rules: [{rule: decodable}, {rule: exact_duplicates}]")
+    d = _decide(
+        [{"sha256": same, "decodable": False}, {"sha256": same}],
+        "rules: [{rule: decodable}, {rule: exact_duplicates}]",
+    )
     assert d.kept.tolist() == [False, True] and d.rule_id[0] == "decodable"
 
 
 def test_near_duplicates_keep_the_largest() -> None:
     h = 0xF0F0F0F0F0F0F0F0
     d = _decide(
-        [{"dhash": h, "width": 256, "height": 256}, {"dhash": h ^ 0b111, "width": 1024, "height": 1024},
-         {"dhash": h ^ 0xFFFF}],
+        [
+            {"dhash": h, "width": 256, "height": 256},
+            {"dhash": h ^ 0b111, "width": 1024, "height": 1024},
+            {"dhash": h ^ 0xFFFF},
+        ],
         "rules: [{rule: near_duplicates, max_distance: 4}]",
     )
     assert d.kept.tolist() == [False, True, True]
     assert d.reason[0] == "near duplicate of s/1 (dHash distance 3 <= 4)"
     first = _decide(
-        [{"dhash": h, "width": 256, "height": 256}, {"dhash": h ^ 0b111, "width": 1024, "height": 1024}],
+        [
+            {"dhash": h, "width": 256, "height": 256},
+            {"dhash": h ^ 0b111, "width": 1024, "height": 1024},
+        ],
         "rules: [{rule: near_duplicates, max_distance: 4, keep: first}]",
     )
     assert first.kept.tolist() == [True, False]
@@ -94,7 +122,9 @@ def test_near_duplicates_keep_the_largest() -> None:
     ("unknown", "passed", "value"),
     [("not_human", False, 0.0), ("human", True, 1.0), ("exclude", False, None)],
 )
-def test_min_human_without_provenance_is_reported_honestly(unknown: str, passed: bool, value: float | None) -> None:
+def test_min_human_without_provenance_is_reported_honestly(
+    unknown: str, passed: bool, value: float | None
+) -> None:
     d = _decide([{}, {}, {}], f"rules: [{{rule: min_human, min: 0.7, unknown: {unknown}}}]")
     (outcome,) = d.outcomes
     assert outcome.passed is passed and outcome.value == value
@@ -109,16 +139,27 @@ def test_min_human_counts_origin_of_kept_rows_only() -> None:
     table = _table(rows).append_column(
         "origin", pa.array(["human", "human", "synthetic", None, "human"], pa.string())
     )
-    d = apply_policy(table, parse_policy(
-        "rules: [{rule: decodable}, {rule: min_human, min: 0.6, unknown: exclude}]", "t"))
+    d = apply_policy(
+        table,
+        parse_policy(
+            "rules: [{rule: decodable}, {rule: min_human, min: 0.6, unknown: exclude}]", "t"
+        ),
+    )
     outcome = d.outcomes[-1]
-    assert outcome.details == {"human": 2, "synthetic": 1, "unknown": 1,
-                               "unknown_counts_as": "exclude", "evidence": "provenance"}
+    assert outcome.details == {
+        "human": 2,
+        "synthetic": 1,
+        "unknown": 1,
+        "unknown_counts_as": "exclude",
+        "evidence": "provenance",
+    }
     assert outcome.value == pytest.approx(2 / 3) and outcome.passed
 
 
 def test_max_rejected_fraction() -> None:
-    d = _decide([{}, {"decodable": False}, {"decodable": False}],
-                "rules: [{rule: decodable}, {rule: max_rejected_fraction, max: 0.5}]")
+    d = _decide(
+        [{}, {"decodable": False}, {"decodable": False}],
+        "rules: [{rule: decodable}, {rule: max_rejected_fraction, max: 0.5}]",
+    )
     assert d.outcomes[-1].passed is False and d.outcomes[-1].value == pytest.approx(2 / 3)
     assert not d.passed

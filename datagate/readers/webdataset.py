@@ -135,5 +135,7 @@ class WebDatasetShard:
             return
         yield from flush()
 
-    def _record(self, member: str, *, data: bytes | None = None, error: str | None = None) -> ImageRecord:
+    def _record(
+        self, member: str, *, data: bytes | None = None, error: str | None = None
+    ) -> ImageRecord:
         return ImageRecord(shard=self.id, member=member, reader=self.kind, data=data, error=error)

@@ -37,20 +37,31 @@ class Quality:
         if d is None:
             return {f.name: None for f in self.fields}
         g = sample.gray_array
-        f = g.astype(np.float32)
-        if min(g.shape) >= 3:
-            lap = (
-                f[:-2, 1:-1] + f[2:, 1:-1] + f[1:-1, :-2] + f[1:-1, 2:] - 4.0 * f[1:-1, 1:-1]
-            )
-            blur = float(lap.var())
-        else:
-            blur = 0.0
-        counts = np.bincount(g.ravel(), minlength=256).astype(np.float64)
-        p = counts[counts > 0] / g.size
+        n = g.size
+        # exposure, contrast and entropy from one 256-bin histogram
+        hist = np.asarray(sample.gray.histogram(), dtype=np.float64)
+        mean = float(hist @ _LEVELS) / n
+        variance = max(0.0, float(hist @ _LEVELS_SQ) / n - mean * mean)
+        p = hist[hist > 0] / n
         return {
-            "brightness": float(f.mean()) / 255.0,
-            "contrast": float(f.std()) / 255.0,
-            "blur": blur,
+            "brightness": mean / 255.0,
+            "contrast": variance**0.5 / 255.0,
+            "blur": _laplacian_variance(g),
             "entropy": float(-(p * np.log2(p)).sum()),
             "aspect_ratio": d.width / d.height,
         }
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
+_LEVELS_SQ = _LEVELS * _LEVELS
+
+
+def _laplacian_variance(g: np.ndarray[Any, np.dtype[np.uint8]]) -> float:
+    """Variance of the 4-neighbour Laplacian, in int16 arithmetic (exact for 8-bit input)."""
+    if min(g.shape) < 3:
+        return 0.0
+    i = g.astype(np.int16)
+    lap = i[:-2, 1:-1] + i[2:, 1:-1] + i[1:-1, :-2] + i[1:-1, 2:] - 4 * i[1:-1, 1:-1]
+    flat = lap.ravel().astype(np.float32)
+    mean = float(flat.sum(dtype=np.float64)) / flat.size
+    return max(0.0, float(np.dot(flat, flat)) / flat.size - mean * mean)

@@ -1,6 +1,6 @@
 """Regenerate the tiny edge-case and hostile files in tests/data (run from the repo root).
 
-    .venv/bin/python tests/data/make_data.py
+.venv/bin/python tests/data/make_data.py
 """
 
 from __future__ import annotations

@@ -1,0 +1,248 @@
+"""Scan throughput and memory: datagate vs imagededup vs cleanvision vs a bare decode loop.
+
+    .venv/bin/python benchmarks/bench_scan.py --images 20000 [--scale 200000]
+
+Generates N distinct 512x512 JPEGs (cached under benchmarks/out/), then runs each contender
+in a fresh process on the same files, measuring wall time and the peak RSS summed over the
+process tree:
+
+* ``bare-decode``: one process that only opens and decodes each image, with ``Image.draft``
+  exactly as the scan uses it (the decode-bound limit per core);
+* ``datagate``: ``datagate scan DIR --workers <cores>`` (integrity, sha256, pHash, dHash,
+  quality; no embeddings);
+* ``imagededup``: ``PHash().encode_images`` + ``find_duplicates`` (its default workers);
+* ``cleanvision-dups``: ``Imagelab.find_issues`` for exact and near duplicates only;
+* ``cleanvision-default``: ``Imagelab.find_issues()`` with its default issue types.
+
+``--scale M`` also scans M images packed in WebDataset tar shards to show that memory does
+not grow with dataset size. The M images are the N generated JPEGs repeated with a unique
+JPEG comment segment each, so every member has distinct bytes (distinct sha256) and the
+same decode cost as a fresh photograph.
+
+Results are printed as a Markdown table and written to benchmarks/out/scan-results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import tarfile
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import measure
+
+OUT = Path(__file__).parent / "out"
+PY = sys.executable
+PER_DIR = 1000
+
+
+def _make(args: tuple[int, Path]) -> None:
+    i, path = args
+    rng = np.random.default_rng(i)
+    low = rng.uniform(0, 255, size=(8, 8, 3)).astype(np.uint8)
+    im = Image.fromarray(low).resize((512, 512), Image.Resampling.BICUBIC)
+    arr = np.asarray(im, dtype=np.int16) + rng.integers(-20, 21, size=(512, 512, 3), dtype=np.int16)
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
+
+
+def generate(n: int) -> Path:
+    root = OUT / f"jpegs-{n}"
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    jobs = []
+    for i in range(n):
+        sub = root / f"{i // PER_DIR:04d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        jobs.append((i, sub / f"{i:07d}.jpg"))
+    with Pool(os.cpu_count()) as pool:
+        pool.map(_make, jobs, chunksize=64)
+    marker.touch()
+    return root
+
+
+def generate_scaled(source: Path, total: int, per_shard: int = 10_000) -> Path:
+    """``total`` distinct JPEGs in tar shards, built by re-commenting the source files."""
+    root = OUT / f"tars-{total}"
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    files = sorted(source.rglob("*.jpg"))
+    blobs = [f.read_bytes() for f in files]
+    for shard in range(0, total, per_shard):
+        with tarfile.open(root / f"shard-{shard // per_shard:05d}.tar", "w") as tar:
+            for k in range(shard, min(total, shard + per_shard)):
+                data = blobs[k % len(blobs)]
+                comment = f"datagate-bench-{k}".encode()
+                segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+                member = data[:2] + segment + data[2:]  # COM segment right after SOI
+                info = tarfile.TarInfo(f"{k:08d}.jpg")
+                info.size = len(member)
+                tar.addfile(info, io.BytesIO(member))
+    marker.touch()
+    return root
+
+
+BARE = """
+import sys, time
+from pathlib import Path
+from PIL import Image
+from datagate.decode import ANALYSIS_SIZE
+n = 0
+for p in sorted(Path(sys.argv[1]).rglob('*.jpg')):
+    with Image.open(p) as im:
+        im.draft('RGB', (ANALYSIS_SIZE, ANALYSIS_SIZE))
+        im.load()
+    n += 1
+print(n)
+"""
+
+BARE_PARALLEL = """
+import os, sys
+from multiprocessing import Pool
+from pathlib import Path
+from PIL import Image
+from datagate.decode import ANALYSIS_SIZE
+
+def work(paths):
+    for p in paths:
+        with Image.open(p) as im:
+            im.draft('RGB', (ANALYSIS_SIZE, ANALYSIS_SIZE))
+            im.load()
+    return len(paths)
+
+if __name__ == '__main__':
+    files = sorted(Path(sys.argv[1]).rglob('*.jpg'))
+    k = os.cpu_count() or 1
+    with Pool(k) as pool:
+        print(sum(pool.map(work, [files[i::k] for i in range(k)])))
+"""
+
+IMAGEDEDUP = """
+import sys
+from datagate.torchvision_compat import ensure_torchvision
+ensure_torchvision()  # imagededup imports torchvision (a CUDA build on PyPI)
+from imagededup.methods import PHash
+ph = PHash(verbose=False)
+enc = ph.encode_images(image_dir=sys.argv[1], recursive=True)
+dups = ph.find_duplicates(encoding_map=enc, max_distance_threshold=6)
+print(len(enc))
+"""
+
+CLEANVISION = """
+import sys
+from cleanvision import Imagelab
+lab = Imagelab(data_path=sys.argv[1])
+issues = None if sys.argv[2] == 'default' else {'exact_duplicates': {}, 'near_duplicates': {}}
+lab.find_issues(issues, verbose=False)
+print(len(lab.issues))
+"""
+
+
+def run(name: str, cmd: list[str], n: int, rows: list[dict[str, Any]]) -> None:
+    print(f"running {name} on {n:,} images ...", file=sys.stderr, flush=True)
+    m = measure(cmd)
+    rows.append(
+        {
+            "contender": name,
+            "images": n,
+            "seconds": round(m.seconds, 2),
+            "images_per_s": round(n / m.seconds, 1),
+            "peak_rss_mib": round(m.peak_rss_mib, 1),
+            "ok": m.returncode == 0,
+        }
+    )
+    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+
+
+def render(rows: list[dict[str, Any]], cores: int) -> str:
+    """The results as a Markdown table plus the ratios the targets are stated in."""
+    machine = f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
+    lines = [
+        f"Scan benchmark — {machine}",
+        "",
+        "| contender | images | seconds | images/s | images/s per core | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        rate = float(r["images_per_s"])
+        per_core = rate if str(r["contender"]).startswith("bare") else rate / cores
+        lines.append(
+            f"| {r['contender']} | {r['images']:,} | {r['seconds']} | {rate:.1f} | "
+            f"{per_core:.1f} | {r['peak_rss_mib']} |"
+        )
+    by = {r["contender"]: float(r["images_per_s"]) for r in rows}
+    if "datagate" in by and "imagededup" in by:
+        lines.append(
+            f"\ndatagate / imagededup throughput: {by['datagate'] / by['imagededup']:.2f}x"
+        )
+    if "datagate" in by and "bare-decode (1 process)" in by:
+        ratio = by["datagate"] / cores / by["bare-decode (1 process)"]
+        lines.append(f"datagate per core / bare decode loop: {ratio:.0%}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--scale", type=int, default=0, help="also scan this many images in tars")
+    parser.add_argument("--only", nargs="*", default=None, help="contenders to run")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    src = generate(args.images)
+    n = args.images
+    rows: list[dict[str, Any]] = []
+    datagate = [PY, "-m", "datagate", "scan", str(src), "--workers", str(cores), "--no-progress"]
+    contenders = {
+        "bare-decode (1 process)": [PY, "-c", BARE, str(src)],
+        f"bare-decode ({cores} processes)": [PY, "-c", BARE_PARALLEL, str(src)],
+        "datagate": [*datagate, "--out", str(OUT / "scan-folder")],
+        "imagededup": [PY, "-c", IMAGEDEDUP, str(src)],
+        "cleanvision-dups": [PY, "-c", CLEANVISION, str(src), "dups"],
+        "cleanvision-default": [PY, "-c", CLEANVISION, str(src), "default"],
+    }
+    for name, cmd in contenders.items():
+        if args.only is not None and name not in args.only and name.split(" ")[0] not in args.only:
+            continue
+        shutil.rmtree(OUT / "scan-folder", ignore_errors=True)
+        run(name, cmd, n, rows)
+    if args.scale:
+        for total in (n, args.scale):
+            tars = generate_scaled(src, total)
+            shutil.rmtree(OUT / "scan-tars", ignore_errors=True)
+            run(
+                f"datagate (tar shards, {total:,})",
+                [
+                    PY,
+                    "-m",
+                    "datagate",
+                    "scan",
+                    str(tars),
+                    "--workers",
+                    str(cores),
+                    "--no-progress",
+                    "--out",
+                    str(OUT / "scan-tars"),
+                ],
+                total,
+                rows,
+            )
+    print(render(rows, cores))
+    OUT.mkdir(exist_ok=True)
+    (OUT / "scan-results.json").write_text(json.dumps({"cores": cores, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
