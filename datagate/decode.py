@@ -121,10 +121,11 @@ def decode(
         if fmt == "JPEG" and mode in ("RGB", "L", "YCbCr"):
             im.draft("RGB", (analysis_size, analysis_size))
         im.load()
-        factor = min(im.size) // analysis_size
-        if factor >= 2 and im.mode not in ("P", "PA", "1", "I;16", "I;16L", "I;16B", "I;16N"):
-            im = im.reduce(factor)
-        rgb = to_rgb(im)
+        frame: Image.Image = im
+        factor = min(frame.size) // analysis_size
+        if factor >= 2 and frame.mode not in ("P", "PA", "1", "I;16", "I;16L", "I;16B", "I;16N"):
+            frame = frame.reduce(factor)
+        rgb = to_rgb(frame)
         factor = min(rgb.size) // analysis_size
         if factor >= 2:
             rgb = rgb.reduce(factor)

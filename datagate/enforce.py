@@ -28,7 +28,7 @@ class EnforceResult:
 
     @property
     def passed(self) -> bool:
-        return self.report["verdict"] == "pass"
+        return bool(self.report["verdict"] == "pass")
 
 
 def default_out(scan_dir: Path) -> Path:

@@ -183,7 +183,7 @@ def _executor(workers: int) -> Executor:
         # forkserver: no fork of a process that runs threads (the progress bar); the server
         # imports the signal stack once, so workers start without paying for it again
         context: multiprocessing.context.BaseContext = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])  # type: ignore[attr-defined]
+        context.set_forkserver_preload([__name__])
     else:
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)

@@ -35,8 +35,13 @@ class _Rule(_Model):
     """Stable id written on rejected rows (defaults to the rule name)."""
 
     @property
+    def rule_name(self) -> str:
+        """The rule type (the ``rule:`` key), declared by each subclass as a literal."""
+        return str(self.__dict__["rule"])
+
+    @property
     def rule_id(self) -> str:
-        return self.id or str(self.rule)
+        return self.id or self.rule_name
 
 
 class Bound(_Model):
@@ -274,25 +279,26 @@ def _describe_field(info: FieldInfo) -> str:
     while True:
         origin = typing.get_origin(annotation)
         if origin is Annotated:
-            args = typing.get_args(annotation)
-            annotation = args[0]
-            for extra in args[1:]:
+            annotated = typing.get_args(annotation)
+            annotation = annotated[0]
+            for extra in annotated[1:]:
                 bounds.extend(getattr(extra, "metadata", [extra]))
         elif origin in (Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = args[0] if len(args) == 1 else annotation
-            if len(args) != 1:
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
                 break
+            annotation = members[0]
         else:
             break
     if typing.get_origin(annotation) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    base = {
+    names: dict[Any, str] = {
         float: "a number",
         int: "an integer",
         str: "a string",
         bool: "true or false",
-    }.get(annotation)
+    }
+    base = names.get(annotation)
     if base is None:
         if typing.get_origin(annotation) is list:
             return "a list"

@@ -322,18 +322,19 @@ def apply_policy(table: pa.Table, policy: Policy) -> Decision:
     n = table.num_rows
     rule_id = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
+    kept = np.ones(n, dtype=bool)
     outcomes: list[RuleOutcome] = []
     for rule in policy.image_rules():
-        alive = np.equal(rule_id, None)
-        mask, reasons, details = IMAGE_RULES[type(rule)](rule, table, alive)
-        newly = mask & alive
+        mask, reasons, details = IMAGE_RULES[type(rule)](rule, table, kept.copy())
+        newly = mask & kept
+        kept &= ~newly
         rule_id[newly] = rule.rule_id
         reason[newly] = reasons[newly]
         count = int(newly.sum())
         outcomes.append(
             RuleOutcome(
                 id=rule.rule_id,
-                rule=str(rule.rule),
+                rule=rule.rule_name,
                 scope="image",
                 params=_params(rule),
                 rejected=count,
@@ -341,10 +342,9 @@ def apply_policy(table: pa.Table, policy: Policy) -> Decision:
                 details=details,
             )
         )
-    kept = np.equal(rule_id, None)
     for rule in policy.dataset_rules():
         outcome = RuleOutcome(
-            id=rule.rule_id, rule=str(rule.rule), scope="dataset", params=_params(rule)
+            id=rule.rule_id, rule=rule.rule_name, scope="dataset", params=_params(rule)
         )
         DATASET_RULES[type(rule)](rule, table, kept, outcome)
         outcomes.append(outcome)

@@ -30,7 +30,7 @@ def _load_native_ops(package_dir: Path) -> bool:
 
     for lib in sorted(package_dir.glob("_C*.so")) + sorted(package_dir.glob("_C*.pyd")):
         try:
-            torch.ops.load_library(str(lib))
+            torch.ops.load_library(str(lib))  # type: ignore[no-untyped-call]
             return True
         except (OSError, ImportError, RuntimeError):
             return False
@@ -54,11 +54,11 @@ def ensure_torchvision() -> str:
         return _state
     import torch
 
-    library = torch.library.Library("torchvision", "FRAGMENT")
+    library = torch.library.Library("torchvision", "FRAGMENT")  # type: ignore[no-untyped-call]
     for schema in _SCHEMAS:
         name = schema.split("(", 1)[0]
         if not hasattr(torch.ops.torchvision, name):
-            library.define(schema)
+            library.define(schema)  # type: ignore[no-untyped-call]
     _fallback = library
     _state = "fallback"
     return _state
