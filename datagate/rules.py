@@ -107,33 +107,57 @@ def _decodable(
     )
 
 
+@dataclass(frozen=True)
+class _Bound:
+    """One threshold check, described as e.g. ``width 32 < min_width 64``."""
+
+    label: str
+    values: np.ndarray[Any, np.dtype[Any]]
+    op: str  # "<" fails below the limit, ">" above it
+    limit: float
+    limit_name: str
+    value_format: str = ".3g"
+
+    def failing(self) -> BoolArray:
+        return (self.values < self.limit) if self.op == "<" else (self.values > self.limit)
+
+    def describe(self, row: int) -> str:
+        return (
+            f"{self.label} {self.values[row]:{self.value_format}} {self.op} "
+            f"{self.limit_name} {self.limit:g}"
+        )
+
+
+def _bounds_rule(
+    t: pa.Table, alive: BoolArray, bounds: list[_Bound]
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    """Reject rows failing any bound; the reason lists every bound a row fails."""
+    if not bounds:
+        return np.zeros(t.num_rows, dtype=bool), np.full(t.num_rows, None, dtype=object), {}
+    masks = [b.failing() for b in bounds]
+    bad = alive & np.logical_or.reduce(masks)
+
+    def reason(row: int) -> str:
+        return "; ".join(b.describe(row) for b, m in zip(bounds, masks) if m[row])
+
+    return bad, _reasons(t.num_rows, bad, reason), {}
+
+
 def _dimensions(
     rule: Dimensions, t: pa.Table, alive: BoolArray
 ) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
-    w, h = _num(t, "width"), _num(t, "height")
-    checks = [
-        ("width", w, rule.min_width, "<", "min_width"),
-        ("height", h, rule.min_height, "<", "min_height"),
-        ("width", w, rule.max_width, ">", "max_width"),
-        ("height", h, rule.max_height, ">", "max_height"),
+    sizes = {"width": _num(t, "width"), "height": _num(t, "height")}
+    bounds = [
+        _Bound(label, sizes[label], op, limit, key, ".0f")
+        for label, op, key in (
+            ("width", "<", "min_width"),
+            ("height", "<", "min_height"),
+            ("width", ">", "max_width"),
+            ("height", ">", "max_height"),
+        )
+        if (limit := getattr(rule, key)) is not None
     ]
-    masks = []
-    for _, values, limit, op, _ in checks:
-        if limit is None:
-            masks.append(np.zeros(t.num_rows, dtype=bool))
-        else:
-            masks.append((values < limit) if op == "<" else (values > limit))
-    bad = alive & np.logical_or.reduce(masks)
-
-    def reason(r: int) -> str:
-        parts = [
-            f"{label} {int(values[r])} {op} {key} {limit}"
-            for (label, values, limit, op, key), m in zip(checks, masks)
-            if m[r]
-        ]
-        return "; ".join(parts)
-
-    return bad, _reasons(t.num_rows, bad, reason), {}
+    return _bounds_rule(t, alive, bounds)
 
 
 def _formats(
@@ -155,28 +179,17 @@ def _formats(
 def _quality(
     rule: Quality, t: pa.Table, alive: BoolArray
 ) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
-    checks: list[tuple[str, np.ndarray[Any, np.dtype[Any]], str, float, BoolArray]] = []
+    bounds: list[_Bound] = []
     for name in ("brightness", "contrast", "blur", "entropy", "aspect_ratio"):
         bound = getattr(rule, name)
         if bound is None:
             continue
         values = _num(t, name)
         if bound.min is not None:
-            checks.append((name, values, "<", bound.min, values < bound.min))
+            bounds.append(_Bound(name, values, "<", bound.min, "min"))
         if bound.max is not None:
-            checks.append((name, values, ">", bound.max, values > bound.max))
-    if not checks:
-        return np.zeros(t.num_rows, dtype=bool), np.full(t.num_rows, None, dtype=object), {}
-    bad = alive & np.logical_or.reduce([c[4] for c in checks])
-
-    def reason(r: int) -> str:
-        return "; ".join(
-            f"{name} {values[r]:.3g} {op} {'min' if op == '<' else 'max'} {limit:g}"
-            for name, values, op, limit, m in checks
-            if m[r]
-        )
-
-    return bad, _reasons(t.num_rows, bad, reason), {}
+            bounds.append(_Bound(name, values, ">", bound.max, "max"))
+    return _bounds_rule(t, alive, bounds)
 
 
 def _exact_duplicates(
