@@ -178,7 +178,7 @@ def render(rows: list[dict[str, Any]], cores: int) -> str:
     ]
     for r in rows:
         rate = float(r["images_per_s"])
-        per_core = rate if str(r["contender"]).startswith("bare") else rate / cores
+        per_core = rate if "(1 process)" in str(r["contender"]) else rate / cores
         lines.append(
             f"| {r['contender']} | {r['images']:,} | {r['seconds']} | {rate:.1f} | "
             f"{per_core:.1f} | {r['peak_rss_mib']} |"
@@ -190,7 +190,11 @@ def render(rows: list[dict[str, Any]], cores: int) -> str:
         )
     if "datagate" in by and "bare-decode (1 process)" in by:
         ratio = by["datagate"] / cores / by["bare-decode (1 process)"]
-        lines.append(f"datagate per core / bare decode loop: {ratio:.0%}")
+        lines.append(f"datagate per core / bare decode loop in 1 process: {ratio:.0%}")
+    parallel = f"bare-decode ({cores} processes)"
+    if "datagate" in by and parallel in by:
+        ratio = by["datagate"] / by[parallel]
+        lines.append(f"datagate / bare decode loop in {cores} processes: {ratio:.0%}")
     return "\n".join(lines)
 
 

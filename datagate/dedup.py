@@ -1,10 +1,12 @@
 """Duplicate finding without all-pairs comparison.
 
-Near duplicates use faiss's multi-index hashing over 64-bit perceptual hashes: each hash is
-split into 4 substrings of 16 bits, each indexed in its own hash table. Two hashes within
-Hamming distance ``r`` agree to within ``floor(r / 4)`` bits on at least one substring
-(pigeonhole), so probing every table with up to that many flipped bits finds every pair:
-the search is exact, and costs about n x (candidates per probe) instead of n^2.
+Near duplicates use faiss's multi-index hashing over 64-bit perceptual hashes: the first 63
+bits of each hash are split into 3 substrings of 21 bits, each indexed in its own hash
+table. Two hashes within Hamming distance ``r`` agree to within ``floor(r / 3)`` bits on at
+least one substring (pigeonhole), so probing every table with up to that many flipped bits
+finds every pair, and candidates are verified on all 64 bits: the search is exact, and costs
+about n x (probes + candidates) instead of n^2. 21-bit tables keep buckets near one entry
+at a million hashes (measured faster there than 4 x 16-bit tables with one flip).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-N_TABLES = 4
-BITS_PER_TABLE = 16
+N_TABLES = 3
+BITS_PER_TABLE = 21
 QUERY_BATCH = 65_536
 
 UInt64Array = np.ndarray[Any, np.dtype[np.uint64]]
