@@ -3,8 +3,8 @@
 Perceptual hashes are 64-bit (imagehash with ``hash_size=8``) computed on a grey thumbnail
 of the analysis image, box-reduced by integer factors to 64-127 px a side (both hashes
 shrink further to 32x32 and 9x8, so the thumbnail changes nothing they see, and costs a
-twentieth of resizing from full size). They are stored as ``uint64`` with the first hash bit as the most significant bit, so
-``f"{value:016x}"`` equals imagehash's own hex string.
+twentieth of resizing from full size). They are stored as ``uint64`` with the first hash
+bit as the most significant bit, so ``f"{value:016x}"`` equals imagehash's own hex string.
 """
 
 from __future__ import annotations
