@@ -27,7 +27,7 @@ $(PY):
 
 $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	$(PIP) install -q $(TORCH_INDEX) $(TORCH_SPEC)
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[clip,demo,dev]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[clip,watermark,demo,dev]'
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install datagate with its test and demo tools

@@ -81,6 +81,20 @@ def scan(
     chunk_size: Annotated[
         int, typer.Option(help="Images per work unit (the granularity of resume).", min=1)
     ] = 256,
+    signals: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated signal families to compute: integrity, hashes, quality, "
+            "provenance.",
+        ),
+    ] = "integrity,hashes,quality,provenance",
+    watermark: Annotated[
+        str,
+        typer.Option(
+            help="Decode invisible generator watermarks (tens of ms per image): off, all, or "
+            "sample:N for a content-chosen sample of about N images.",
+        ),
+    ] = "off",
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> int:
     """Scan images into a Parquet table of signals (integrity, hashes, quality).
@@ -94,7 +108,12 @@ def scan(
     from datagate.pipeline import scan as run_scan
 
     options = ScanOptions(
-        image_column=image_column, max_pixels=max_pixels, max_bytes=max_bytes, chunk_size=chunk_size
+        signals=parse_signals(signals),
+        image_column=image_column,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+        chunk_size=chunk_size,
+        watermark=watermark,
     )
     bar = console.ScanProgress(enabled=progress and console.err.is_terminal)
     result = run_scan(paths, out, options, workers=workers or (os.cpu_count() or 1), progress=bar)
@@ -173,6 +192,21 @@ def rules_validate(
         else:
             console.out.print(f"[green]ok[/] {file}: {len(policy.rules)} rules")
     return ExitCode.USAGE if failed else ExitCode.OK
+
+
+def parse_signals(text: str) -> tuple[str, ...]:
+    from datagate.signals import SIGNALS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in SIGNALS]
+    if unknown or not names:
+        raise DatagateError(
+            f"--signals: unknown signal(s) {', '.join(unknown) or '(none given)'}; "
+            f"expected a comma-separated list of: {', '.join(SIGNALS)}"
+        )
+    if "integrity" not in names:
+        names = ("integrity", *names)  # every scan records whether each image decodes
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -50,6 +51,13 @@ class Decoded:
     animated: bool
     orientation: int
     image: Image.Image  # RGB, shorter side in [ANALYSIS_SIZE, 2*ANALYSIS_SIZE) when larger
+    #: What the container said beside the pixels: Pillow's ``info`` (text chunks, XMP, ICC
+    #: name, comments) and the EXIF tags of IFD0 and the Exif sub-IFD, for provenance.
+    info: dict[str, Any] = field(default_factory=dict)
+    exif: dict[int, Any] = field(default_factory=dict)
+    #: Least significant bits of the full-resolution alpha channel, column by column,
+    #: packed (where hidden "stealth" metadata lives); ``None`` without alpha.
+    alpha_lsb: bytes | None = None
 
 
 def configure_pillow() -> None:
@@ -113,15 +121,18 @@ def decode(
         if width * height > max_pixels:
             raise DecodeError(_bomb_message(width, height, max_pixels))
         fmt, mode = im.format, im.mode
+        exif = _exif_tags(im)
         try:
-            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
-        except Exception:
+            orientation = int(exif.get(_EXIF_ORIENTATION, 1))
+        except (TypeError, ValueError):
             orientation = 1
+        info = {k: v for k, v in im.info.items() if isinstance(k, str) and isinstance(v, (str, bytes))}
         animated = bool(getattr(im, "is_animated", False))
         if fmt == "JPEG" and mode in ("RGB", "L", "YCbCr"):
             im.draft("RGB", (analysis_size, analysis_size))
         im.load()
         frame: Image.Image = im
+        alpha_lsb = _alpha_lsb(frame)
         factor = min(frame.size) // analysis_size
         if factor >= 2 and frame.mode not in ("P", "PA", "1", "I;16", "I;16L", "I;16B", "I;16N"):
             frame = frame.reduce(factor)
@@ -145,4 +156,31 @@ def decode(
     finally:
         if rgb is not im:
             im.close()
-    return Decoded(fmt, width, height, mode, animated, orientation, rgb)
+    return Decoded(fmt, width, height, mode, animated, orientation, rgb, info, exif, alpha_lsb)
+
+
+#: Alpha LSBs read at most (bits); A1111's stealth metadata sits at the start.
+MAX_ALPHA_BITS = 8 * 1024 * 1024
+_EXIF_IFD = 0x8769
+
+
+def _exif_tags(im: Image.Image) -> dict[int, Any]:
+    """IFD0 and Exif sub-IFD tags; a malformed EXIF block yields what could be read."""
+    try:
+        exif = im.getexif()
+        tags = dict(exif)
+        try:
+            tags.update(exif.get_ifd(_EXIF_IFD))
+        except Exception:
+            pass
+        return tags
+    except Exception:
+        return {}
+
+
+def _alpha_lsb(frame: Image.Image) -> bytes | None:
+    if frame.mode not in ("RGBA", "LA", "PA") or frame.format not in ("PNG", "WEBP"):
+        return None
+    alpha = np.asarray(frame.getchannel("A"), dtype=np.uint8)
+    bits = (alpha.T & 1).ravel()[:MAX_ALPHA_BITS]
+    return np.packbits(bits).tobytes()

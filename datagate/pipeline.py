@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,10 +56,13 @@ class ScanOptions:
     analysis_size: int = ANALYSIS_SIZE
     chunk_size: int = 256
     chunk_bytes: int = 64 * 1024 * 1024
+    watermark: str = "off"  # off | all | sample:N
+    #: Derived at scan start from ``watermark`` and the dataset size; not part of the hash.
+    watermark_rate: float = 0.0
 
     def config_hash(self) -> str:
         payload = {
-            **asdict(self),
+            **{k: v for k, v in asdict(self).items() if k != "watermark_rate"},
             "schema_version": SCHEMA_VERSION,
             "signal_versions": signal_versions(self.signals),
         }
@@ -108,7 +111,7 @@ def compute_row(record: ImageRecord, options: ScanOptions) -> dict[str, Any]:
             )
         except DecodeError as exc:
             error = str(exc)
-    sample = Sample(record, data, decoded, error)
+    sample = Sample(record, data, decoded, error, options.watermark_rate)
     row: dict[str, Any] = {
         "key": record.key,
         "shard": record.shard,
@@ -217,6 +220,7 @@ def scan(
     started = time.perf_counter()
 
     hints = [s.size_hint for s in found.shards]
+    options = replace(options, watermark_rate=watermark_rate(options.watermark, found.shards))
     progress.start(None if any(h is None for h in hints) else sum(h or 0 for h in hints))
     plan: list[tuple[Shard, str]] = [(s, _shard_prefix(s, config_hash)) for s in found.shards]
     computed = resumed = 0
@@ -294,6 +298,27 @@ def scan(
     )
     write_json(out / META_FILE, meta)
     return ScanResult(out=out, meta=meta, skipped=found.skipped)
+
+
+def watermark_rate(mode: str, shards: Sequence[Shard]) -> float:
+    """Share of images to check for invisible watermarks under ``off | all | sample:N``."""
+    if mode == "off":
+        return 0.0
+    if mode == "all":
+        return 1.0
+    kind, _, number = mode.partition(":")
+    if kind != "sample" or not number.isdigit() or int(number) <= 0:
+        raise InputError(
+            f"--watermark: expected off, all or sample:N (N a positive integer), got {mode!r}"
+        )
+    total = sum(_count_images(s) for s in shards)
+    return min(1.0, int(number) / total) if total else 1.0
+
+
+def _count_images(shard: Shard) -> int:
+    if shard.size_hint is not None:
+        return shard.size_hint
+    return sum(1 for _ in shard.records())  # tar shards: one pass to count members
 
 
 def _parts_of(parts_dir: Path, prefix: str) -> list[Path]:

@@ -90,14 +90,32 @@ class NearDuplicates(_Rule):
     keep: Literal["largest", "first"] = "largest"
 
 
+class ProvenanceRule(_Rule):
+    rule: Literal["provenance"]
+    require: Literal["none", "evidence", "c2pa_valid", "c2pa_trusted"] = "none"
+    reject_generators: list[str] = Field(default_factory=list)
+    """Case-insensitive shell patterns matched against the generator, e.g. ``*midjourney*``."""
+
+
 # ----------------------------------------------------------------- dataset rules
+
+Strength = Literal["weak", "strong", "definitive"]
 
 
 class MinHuman(_Rule):
     rule: Literal["min_human"]
     min: Fraction
     unknown: Literal["not_human", "exclude", "human"] = "not_human"
+    human_evidence: Strength = "weak"
+    """Weakest evidence that lets an image count as human (weaker counts as unknown)."""
+    untrusted_c2pa: Literal["count", "ignore"] = "count"
+    """Whether claims of valid C2PA manifests from signers not on a trust list count."""
     action: Literal["fail"] = "fail"
+
+
+class MaxUnknownOrigin(_Rule):
+    rule: Literal["max_unknown_origin"]
+    max: Fraction
 
 
 class MaxRejectedFraction(_Rule):
@@ -112,8 +130,9 @@ IMAGE_RULE_TYPES: tuple[type[_Rule], ...] = (
     Quality,
     ExactDuplicates,
     NearDuplicates,
+    ProvenanceRule,
 )
-DATASET_RULE_TYPES: tuple[type[_Rule], ...] = (MinHuman, MaxRejectedFraction)
+DATASET_RULE_TYPES: tuple[type[_Rule], ...] = (MinHuman, MaxRejectedFraction, MaxUnknownOrigin)
 RULE_TYPES: dict[str, type[_Rule]] = {
     typing.get_args(cls.model_fields["rule"].annotation)[0]: cls
     for cls in (*IMAGE_RULE_TYPES, *DATASET_RULE_TYPES)
@@ -127,8 +146,10 @@ Rule = Annotated[
         Quality,
         ExactDuplicates,
         NearDuplicates,
+        ProvenanceRule,
         MinHuman,
         MaxRejectedFraction,
+        MaxUnknownOrigin,
     ],
     Field(discriminator="rule"),
 ]

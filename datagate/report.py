@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import json
+
 import numpy as np
 import pyarrow as pa
 
@@ -34,6 +36,40 @@ def shard_breakdown(table: pa.Table, decision: Decision) -> list[dict[str, Any]]
     ]
 
 
+def _counts(values: list[Any], top: int | None = None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        key = "—" if v is None else str(v)
+        counts[key] = counts.get(key, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return dict(ordered[:top] if top else ordered)
+
+
+def composition(table: pa.Table, mask: np.ndarray[Any, np.dtype[np.bool_]]) -> dict[str, Any]:
+    """Origin, evidence strength and source, generator and C2PA state of the rows in mask."""
+    if "origin" not in table.column_names:
+        return {"provenance_scanned": False, "origin": {"unknown": int(mask.sum())}}
+    rows = np.flatnonzero(mask)
+    sub = table.take(pa.array(rows)) if len(rows) != table.num_rows else table
+    sources: dict[str, int] = {}
+    for text in sub.column("evidence").to_pylist():
+        if not text:
+            continue
+        for source in {e["source"] for e in json.loads(text) if e.get("says")}:
+            sources[source] = sources.get(source, 0) + 1
+    return {
+        "provenance_scanned": True,
+        "origin": _counts(sub.column("origin").to_pylist()),
+        "strength": _counts(
+            [f"{o}/{s}" for o, s in zip(sub.column("origin").to_pylist(), sub.column("origin_strength").to_pylist()) if o != "unknown"]
+        ),
+        "evidence_source": dict(sorted(sources.items(), key=lambda kv: -kv[1])),
+        "generator": _counts([g for g in sub.column("generator").to_pylist() if g], top=10),
+        "c2pa_state": _counts(sub.column("c2pa_state").to_pylist()),
+        "conflicts": int(sum(bool(c) for c in sub.column("provenance_conflict").to_pylist())),
+    }
+
+
 def build_report(
     table: pa.Table,
     scan_meta: dict[str, Any],
@@ -55,6 +91,10 @@ def build_report(
             "errors": int(table.column("error").is_valid().to_numpy(zero_copy_only=False).sum()),
         },
         "rules": [asdict(o) for o in decision.outcomes],
+        "composition": {
+            "scanned": composition(table, np.ones(n, dtype=bool)),
+            "kept": composition(table, decision.kept),
+        },
         "shards": shard_breakdown(table, decision),
         "policy": policy,
         "scan": {
@@ -64,6 +104,10 @@ def build_report(
             "signals": scan_meta.get("signals"),
             "inputs": scan_meta.get("inputs"),
             "skipped_files": scan_meta.get("counts", {}).get("skipped_files", 0),
+            "watermark": {
+                "mode": scan_meta.get("config", {}).get("watermark", "off"),
+                "rate": scan_meta.get("config", {}).get("watermark_rate", 0.0),
+            },
         },
         "outputs": outputs,
     }
@@ -105,6 +149,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for r in report["rules"]:
         if r["scope"] == "image":
             lines.append(f"| `{r['id']}` | {r['rejected']:,} |")
+    lines += _composition_markdown(report.get("composition", {}))
     shards = report["shards"]
     lines += [
         "",
@@ -123,8 +168,32 @@ def render_markdown(report: dict[str, Any]) -> str:
     policy = report["policy"]
     lines += [
         "",
-        f"<sub>datagate {report['datagate_version']} · policy `{policy.get('source')}` "
+        f"<sub>datagate {report['datagate_version']} · watermarks "
+        f"{report['scan'].get('watermark', {}).get('mode', 'off')} · policy `{policy.get('source')}` "
         f"({policy.get('digest')}) · scan {report['scan'].get('created_at')}</sub>",
         "",
     ]
     return "\n".join(lines)
+
+
+def _composition_markdown(comp: dict[str, Any]) -> list[str]:
+    kept, scanned = comp.get("kept"), comp.get("scanned")
+    if not kept or not scanned:
+        return []
+    lines = ["", "### Composition (kept / scanned)", ""]
+    if not kept.get("provenance_scanned"):
+        return lines + ["Provenance was not scanned: every image's origin is unknown."]
+    lines += ["| origin | kept | scanned |", "|---|---|---|"]
+    for origin in ("human", "synthetic", "unknown"):
+        lines.append(
+            f"| {origin} | {kept['origin'].get(origin, 0):,} | {scanned['origin'].get(origin, 0):,} |"
+        )
+    if scanned["evidence_source"]:
+        listed = ", ".join(f"{k} {v:,}" for k, v in scanned["evidence_source"].items())
+        lines += ["", f"Evidence (images per source, scanned): {listed}."]
+    if scanned["generator"]:
+        listed = ", ".join(f"`{k}` {v:,}" for k, v in scanned["generator"].items())
+        lines += [f"Generators (scanned): {listed}."]
+    if scanned["conflicts"]:
+        lines += [f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."]
+    return lines

@@ -8,6 +8,8 @@ here: the signals were measured at scan time, so changing a rule never needs a r
 
 from __future__ import annotations
 
+import fnmatch
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,15 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datagate import dedup
+from datagate.provenance import STRENGTH_RANK, Evidence, decide
 from datagate.policy import (
     Decodable,
     Dimensions,
     ExactDuplicates,
     Formats,
     MaxRejectedFraction,
+    MaxUnknownOrigin,
     MinHuman,
     NearDuplicates,
     Policy,
+    ProvenanceRule,
     Quality,
     _Rule,
 )
@@ -245,6 +250,42 @@ def _near_duplicates(
     return bad, reasons, {"pairs": len(i)}
 
 
+def _provenance(
+    rule: ProvenanceRule, t: pa.Table, alive: BoolArray
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    n = t.num_rows
+    origin = _str(t, "origin")
+    state = _str(t, "c2pa_state")
+    trusted = _bool(t, "c2pa_trusted")
+    generator = _str(t, "generator")
+    required = np.ones(n, dtype=bool)
+    need = {
+        "none": "",
+        "evidence": "provenance evidence of origin",
+        "c2pa_valid": "a valid C2PA manifest",
+        "c2pa_trusted": "a valid C2PA manifest from a trusted signer",
+    }[rule.require]
+    if rule.require == "evidence":
+        required = np.array([o in ("human", "synthetic") for o in origin], dtype=bool)
+    elif rule.require == "c2pa_valid":
+        required = state == "valid"
+    elif rule.require == "c2pa_trusted":
+        required = (state == "valid") & trusted
+    patterns = [p.lower() for p in rule.reject_generators]
+    banned = np.array(
+        [g is not None and any(fnmatch.fnmatchcase(str(g).lower(), p) for p in patterns) for g in generator],
+        dtype=bool,
+    )
+    bad = alive & (~required | banned)
+
+    def reason(r: int) -> str:
+        if banned[r]:
+            return f"generator {generator[r]!r} is rejected by the policy"
+        return f"no {need} (c2pa: {state[r] or 'absent'}, origin: {origin[r] or 'unknown'})"
+
+    return bad, _reasons(n, bad, reason), {}
+
+
 IMAGE_RULES: dict[type[_Rule], ImageRuleFn] = {
     Decodable: _decodable,
     Dimensions: _dimensions,
@@ -252,29 +293,53 @@ IMAGE_RULES: dict[type[_Rule], ImageRuleFn] = {
     Quality: _quality,
     ExactDuplicates: _exact_duplicates,
     NearDuplicates: _near_duplicates,
+    ProvenanceRule: _provenance,
 }
 
 
 # --------------------------------------------------------------------------- dataset rules
 
 
-def origin_counts(t: pa.Table, kept: BoolArray) -> dict[str, int]:
-    """Counts of human / synthetic / unknown origin among kept rows.
+def effective_origin(t: pa.Table, rule: MinHuman | None = None) -> ObjArray:
+    """Each row's origin as a dataset rule should count it.
 
     Until a provenance signal is in the scan there is no ``origin`` column and every image
-    is of unknown origin.
+    is of unknown origin. ``rule`` may discount claims resting on untrusted C2PA signers and
+    human claims weaker than ``human_evidence``.
     """
-    n_kept = int(kept.sum())
+    n = t.num_rows
     if "origin" not in t.column_names:
-        return {"human": 0, "synthetic": 0, "unknown": n_kept}
-    origin = _str(t, "origin")[kept]
-    human = int(np.sum(origin == "human"))
-    synthetic = int(np.sum(origin == "synthetic"))
-    return {"human": human, "synthetic": synthetic, "unknown": n_kept - human - synthetic}
+        return np.full(n, "unknown", dtype=object)
+    origin = np.array([o or "unknown" for o in _str(t, "origin")], dtype=object)
+    strength = _str(t, "origin_strength").copy()
+    if rule is None:
+        return origin
+    if rule.untrusted_c2pa == "ignore" and "c2pa_trusted" in t.column_names:
+        untrusted = (_str(t, "c2pa_state") == "valid") & ~_bool(t, "c2pa_trusted")
+        evidence = _str(t, "evidence")
+        for row in np.flatnonzero(untrusted).tolist():
+            items = [Evidence(**e) for e in json.loads(evidence[row] or "[]")]
+            verdict = decide([e for e in items if not (e.source == "c2pa" and e.says)])
+            origin[row], strength[row] = verdict.origin, verdict.strength
+    floor = STRENGTH_RANK[rule.human_evidence]
+    weak_human = np.array(
+        [o == "human" and STRENGTH_RANK.get(s or "", 0) < floor for o, s in zip(origin, strength)],
+        dtype=bool,
+    )
+    origin[weak_human] = "unknown"
+    return origin
+
+
+def origin_counts(origin: ObjArray, kept: BoolArray) -> dict[str, int]:
+    """Counts of human / synthetic / unknown origin among kept rows."""
+    chosen = origin[kept]
+    human = int(np.sum(chosen == "human"))
+    synthetic = int(np.sum(chosen == "synthetic"))
+    return {"human": human, "synthetic": synthetic, "unknown": int(kept.sum()) - human - synthetic}
 
 
 def _min_human(rule: MinHuman, t: pa.Table, kept: BoolArray, outcome: RuleOutcome) -> None:
-    c = origin_counts(t, kept)
+    c = origin_counts(effective_origin(t, rule), kept)
     human, synthetic, unknown = c["human"], c["synthetic"], c["unknown"]
     if rule.unknown == "not_human":
         num, den = human, human + synthetic + unknown
@@ -284,7 +349,13 @@ def _min_human(rule: MinHuman, t: pa.Table, kept: BoolArray, outcome: RuleOutcom
         num, den = human + unknown, human + synthetic + unknown
     share = num / den if den else None
     outcome.value, outcome.threshold = share, rule.min
-    outcome.details = {**c, "unknown_counts_as": rule.unknown, "evidence": "provenance"}
+    outcome.details = {
+        **c,
+        "unknown_counts_as": rule.unknown,
+        "human_evidence": rule.human_evidence,
+        "untrusted_c2pa": rule.untrusted_c2pa,
+        "evidence": "provenance",
+    }
     counts = f"{human:,} human, {synthetic:,} synthetic, {unknown:,} unknown origin"
     if "origin" not in t.column_names:
         counts += "; the scan has no provenance signal, so every image's origin is unknown"
@@ -317,10 +388,26 @@ def _max_rejected(
     )
 
 
+def _max_unknown(
+    rule: MaxUnknownOrigin, t: pa.Table, kept: BoolArray, outcome: RuleOutcome
+) -> None:
+    c = origin_counts(effective_origin(t), kept)
+    total = int(kept.sum())
+    share = c["unknown"] / total if total else 0.0
+    outcome.value, outcome.threshold = share, rule.max
+    outcome.passed = share <= rule.max
+    outcome.details = c
+    outcome.message = (
+        f"unknown origin {c['unknown']:,} of {total:,} kept images ({share:.1%}) "
+        f"{'<=' if outcome.passed else '>'} {rule.max:.0%}"
+    )
+
+
 DatasetRuleFn = Callable[[Any, pa.Table, BoolArray, RuleOutcome], None]
 DATASET_RULES: dict[type[_Rule], DatasetRuleFn] = {
     MinHuman: _min_human,
     MaxRejectedFraction: _max_rejected,
+    MaxUnknownOrigin: _max_unknown,
 }
 
 

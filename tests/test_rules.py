@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -9,8 +11,11 @@ from datagate.rules import apply_policy
 from datagate.schema import images_schema
 
 
-def _table(rows: list[dict]) -> pa.Table:  # type: ignore[type-arg]
-    schema = images_schema(ScanOptions().signals)
+WITHOUT_PROVENANCE = ("integrity", "hashes", "quality")
+
+
+def _table(rows: list[dict], signals: tuple[str, ...] = WITHOUT_PROVENANCE) -> pa.Table:  # type: ignore[type-arg]
+    schema = images_schema(signals)
     full = []
     for i, r in enumerate(rows):
         base = {f.name: None for f in schema}
@@ -37,8 +42,8 @@ def _table(rows: list[dict]) -> pa.Table:  # type: ignore[type-arg]
     return pa.Table.from_pylist(full, schema=schema)
 
 
-def _decide(rows: list[dict], text: str):  # type: ignore[no-untyped-def,type-arg]
-    return apply_policy(_table(rows), parse_policy(text, "t.yaml"))
+def _decide(rows: list[dict], text: str, signals: tuple[str, ...] = WITHOUT_PROVENANCE):  # type: ignore[no-untyped-def,type-arg]
+    return apply_policy(_table(rows, signals), parse_policy(text, "t.yaml"))
 
 
 def test_decodable_uses_the_error_text() -> None:
@@ -136,8 +141,10 @@ def test_min_human_without_provenance_is_reported_honestly(
 
 def test_min_human_counts_origin_of_kept_rows_only() -> None:
     rows = [{}, {}, {}, {}, {"decodable": False}]
-    table = _table(rows).append_column(
-        "origin", pa.array(["human", "human", "synthetic", None, "human"], pa.string())
+    table = (
+        _table(rows)
+        .append_column("origin", pa.array(["human", "human", "synthetic", None, "human"], pa.string()))
+        .append_column("origin_strength", pa.array(["strong", "weak", "strong", None, "strong"], pa.string()))
     )
     d = apply_policy(
         table,
@@ -151,6 +158,8 @@ def test_min_human_counts_origin_of_kept_rows_only() -> None:
         "synthetic": 1,
         "unknown": 1,
         "unknown_counts_as": "exclude",
+        "human_evidence": "weak",
+        "untrusted_c2pa": "count",
         "evidence": "provenance",
     }
     assert outcome.value == pytest.approx(2 / 3) and outcome.passed
@@ -163,3 +172,51 @@ def test_max_rejected_fraction() -> None:
     )
     assert d.outcomes[-1].passed is False and d.outcomes[-1].value == pytest.approx(2 / 3)
     assert not d.passed
+
+
+ALL = ScanOptions().signals
+C2PA_SYNTHETIC = json.dumps(
+    [{"source": "c2pa", "says": "synthetic", "strength": "strong", "detail": "valid", "generator": None, "error": False}]
+)
+CAMERA = json.dumps(
+    [{"source": "camera", "says": "human", "strength": "weak", "detail": "Canon", "generator": None, "error": False}]
+)
+
+
+def _prov_rows() -> list[dict]:  # type: ignore[type-arg]
+    return [
+        {"origin": "human", "origin_strength": "definitive", "c2pa_state": "valid", "c2pa_trusted": True},
+        {"origin": "human", "origin_strength": "weak", "evidence": CAMERA, "c2pa_state": "absent"},
+        {"origin": "synthetic", "origin_strength": "strong", "evidence": C2PA_SYNTHETIC,
+         "c2pa_state": "valid", "c2pa_trusted": False, "generator": "Midjourney v6"},
+        {"origin": "unknown", "c2pa_state": "absent"},
+    ]
+
+
+def test_min_human_evidence_strength_and_untrusted_c2pa_policy() -> None:
+    base = "rules: [{rule: min_human, min: 0.5, unknown: exclude"
+    d = _decide(_prov_rows(), base + "}]", ALL)
+    assert d.outcomes[0].details["human"] == 2 and d.outcomes[0].details["synthetic"] == 1
+    strong = _decide(_prov_rows(), base + ", human_evidence: strong}]", ALL)
+    assert strong.outcomes[0].details["human"] == 1 and strong.outcomes[0].details["unknown"] == 2
+    ignore = _decide(_prov_rows(), base + ", untrusted_c2pa: ignore}]", ALL)
+    assert ignore.outcomes[0].details["synthetic"] == 0 and ignore.outcomes[0].value == 1.0
+
+
+def test_provenance_rule_requires_evidence_and_rejects_generators() -> None:
+    d = _decide(_prov_rows(), "rules: [{rule: provenance, require: c2pa_valid}]", ALL)
+    assert d.kept.tolist() == [True, False, True, False]
+    assert d.reason[1] == "no a valid C2PA manifest (c2pa: absent, origin: human)"
+    trusted = _decide(_prov_rows(), "rules: [{rule: provenance, require: c2pa_trusted}]", ALL)
+    assert trusted.kept.tolist() == [True, False, False, False]
+    banned = _decide(_prov_rows(), "rules: [{rule: provenance, reject_generators: ['*midjourney*']}]", ALL)
+    assert banned.kept.tolist() == [True, True, False, True]
+    assert banned.reason[2] == "generator 'Midjourney v6' is rejected by the policy"
+    evidence = _decide(_prov_rows(), "rules: [{rule: provenance, require: evidence}]", ALL)
+    assert evidence.kept.tolist() == [True, True, True, False]
+
+
+def test_max_unknown_origin() -> None:
+    d = _decide(_prov_rows(), "rules: [{rule: max_unknown_origin, max: 0.2}]", ALL)
+    assert d.outcomes[0].passed is False and d.outcomes[0].value == 0.25
+    assert "unknown origin 1 of 4 kept images (25.0%) > 20%" == d.outcomes[0].message

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datagate.signals.base import Sample, Signal
 from datagate.signals.hashes import Hashes
 from datagate.signals.integrity import Integrity
+from datagate.signals.provenance import Provenance
 from datagate.signals.quality import Quality
 
 SIGNALS: dict[str, type[Signal]] = {
     Integrity.name: Integrity,
     Hashes.name: Hashes,
     Quality.name: Quality,
+    Provenance.name: Provenance,
 }
-DEFAULT_SIGNALS: tuple[str, ...] = ("integrity", "hashes", "quality")
+DEFAULT_SIGNALS: tuple[str, ...] = ("integrity", "hashes", "quality", "provenance")
 
 __all__ = ["DEFAULT_SIGNALS", "SIGNALS", "Sample", "Signal"]

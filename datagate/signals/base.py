@@ -21,6 +21,8 @@ class Sample:
     data: bytes | None
     decoded: Decoded | None
     error: str | None
+    #: Share of images whose invisible watermark is decoded (0 off, 1 all; see watermark.py).
+    watermark_rate: float = 0.0
     _gray: Image.Image | None = field(default=None, repr=False)
     _gray_array: np.ndarray[Any, np.dtype[np.uint8]] | None = field(default=None, repr=False)
 
