@@ -29,14 +29,26 @@ def real_photographs(evaldata: Path) -> list[tuple[str, Image.Image]]:
     with open(evaldata / "detect" / "labels.csv", newline="") as fh:
         for row in csv.DictReader(fh):
             if row["label"] == "real":
-                photos.append((row["path"], Image.open(evaldata / "detect" / row["path"]).convert("RGB")))
+                photos.append(
+                    (row["path"], Image.open(evaldata / "detect" / row["path"]).convert("RGB"))
+                )
     for path in sorted((evaldata / "neardup" / "imagededup").glob("*base_images*.jpg")):
         photos.append((path.name, Image.open(path).convert("RGB")))
     import skimage.data
     from sklearn.datasets import load_sample_images
 
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina"):
-        photos.append((f"skimage:{name}", Image.fromarray(getattr(skimage.data, name)()).convert("RGB")))
+    for name in (
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "retina",
+    ):
+        photos.append(
+            (f"skimage:{name}", Image.fromarray(getattr(skimage.data, name)()).convert("RGB"))
+        )
     for path, array in zip(load_sample_images().filenames, load_sample_images().images):
         photos.append((f"sklearn:{Path(path).name}", Image.fromarray(array)))
     return [(n, im) for n, im in photos if min(im.size) >= MIN_SIDE]
@@ -50,7 +62,9 @@ def reencode(im: Image.Image, fmt: str, quality: int = 95) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--evaldata", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "evaldata")
+    parser.add_argument(
+        "--evaldata", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "evaldata"
+    )
     args = parser.parse_args()
     photos = real_photographs(args.evaldata)
     t0 = time.perf_counter()

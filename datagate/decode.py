@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -126,7 +127,9 @@ def decode(
             orientation = int(exif.get(_EXIF_ORIENTATION, 1))
         except (TypeError, ValueError):
             orientation = 1
-        info = {k: v for k, v in im.info.items() if isinstance(k, str) and isinstance(v, (str, bytes))}
+        info = {
+            k: v for k, v in im.info.items() if isinstance(k, str) and isinstance(v, (str, bytes))
+        }
         animated = bool(getattr(im, "is_animated", False))
         if fmt == "JPEG" and mode in ("RGB", "L", "YCbCr"):
             im.draft("RGB", (analysis_size, analysis_size))
@@ -169,10 +172,8 @@ def _exif_tags(im: Image.Image) -> dict[int, Any]:
     try:
         exif = im.getexif()
         tags = dict(exif)
-        try:
+        with contextlib.suppress(Exception):
             tags.update(exif.get_ifd(_EXIF_IFD))
-        except Exception:
-            pass
         return tags
     except Exception:
         return {}

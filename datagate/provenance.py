@@ -85,7 +85,14 @@ AI_TOOLS = (
     ("flux", "FLUX"),
 )
 #: WebDataset sidecar keys read (in the sample's ``.json``).
-SIDECAR_KEYS = ("origin", "ai_generated", "is_synthetic", "digital_source_type", "generator", "model")
+SIDECAR_KEYS = (
+    "origin",
+    "ai_generated",
+    "is_synthetic",
+    "digital_source_type",
+    "generator",
+    "model",
+)
 MAX_TEXT = 1 << 20  # text chunks larger than this are not parsed (recorded as oversized)
 
 _EXIF = {
@@ -180,8 +187,16 @@ class C2paResult:
     agent: str | None = None  # softwareAgent of the action declaring a synthetic source type
 
 
-_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff",
-         "AVIF": "image/avif", "GIF": "image/gif", "MPO": "image/jpeg", "HEIF": "image/heif"}
+_MIME = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "AVIF": "image/avif",
+    "GIF": "image/gif",
+    "MPO": "image/jpeg",
+    "HEIF": "image/heif",
+}
 _context: Any = None
 
 
@@ -203,7 +218,11 @@ def read_c2pa(data: bytes, fmt: str | None, xmp: str | None) -> C2paResult:
     remote = _remote_manifest(xmp)
     if b"jumb" not in data and b"c2pa" not in data:
         if remote:
-            return C2paResult("remote", ["manifest.remote.notFetched"], error=f"remote manifest {remote} (not fetched, unverified)")
+            return C2paResult(
+                "remote",
+                ["manifest.remote.notFetched"],
+                error=f"remote manifest {remote} (not fetched, unverified)",
+            )
         return C2paResult("absent", [])
     mime = _MIME.get(fmt or "", "image/jpeg")
     try:
@@ -217,10 +236,18 @@ def read_c2pa(data: bytes, fmt: str | None, xmp: str | None) -> C2paResult:
         text = f"{type(exc).__name__}: {exc}"
         if "ManifestNotFound" in text or "no JUMBF" in text:
             if remote:
-                return C2paResult("remote", ["manifest.remote.notFetched"], error=f"remote manifest {remote} (not fetched, unverified)")
+                return C2paResult(
+                    "remote",
+                    ["manifest.remote.notFetched"],
+                    error=f"remote manifest {remote} (not fetched, unverified)",
+                )
             return C2paResult("absent", [])
         if remote or "Remote:" in text:
-            return C2paResult("remote", ["manifest.remote.notFetched"], error=f"remote manifest (not fetched, unverified): {text[:200]}")
+            return C2paResult(
+                "remote",
+                ["manifest.remote.notFetched"],
+                error=f"remote manifest (not fetched, unverified): {text[:200]}",
+            )
         return C2paResult("error", [], error=text[:300])
     return _summarise_store(store)
 
@@ -279,7 +306,11 @@ def _summarise_store(store: dict[str, Any]) -> C2paResult:
     if not generator:
         info = active.get("claim_generator_info") or []
         if info and isinstance(info, list):
-            generator = " ".join(str(i.get("name", "")) + "/" + str(i.get("version", "")) for i in info if isinstance(i, dict))
+            generator = " ".join(
+                str(i.get("name", "")) + "/" + str(i.get("version", ""))
+                for i in info
+                if isinstance(i, dict)
+            )
     active_types = _manifest_source_types(active)
     ingredient_types: list[str] = []
     for label, manifest in manifests.items():
@@ -297,7 +328,11 @@ def c2pa_evidence(result: C2paResult) -> list[Evidence]:
     if result.state == "absent":
         return []
     if result.state in ("remote", "error"):
-        return [Evidence("c2pa", None, "weak", result.error or result.state, error=result.state == "error")]
+        return [
+            Evidence(
+                "c2pa", None, "weak", result.error or result.state, error=result.state == "error"
+            )
+        ]
     codes = ", ".join(result.codes) or "no validation failures"
     if result.state == "invalid":
         return [Evidence("c2pa", None, "weak", f"invalid manifest ({codes}); not counted")]
@@ -308,13 +343,37 @@ def c2pa_evidence(result: C2paResult) -> list[Evidence]:
     tool = ai_tool(result.claim_generator)
     if says is not None:
         generator = (result.agent or tool) if says == "synthetic" else None
-        out.append(Evidence("c2pa", says, strength, f"valid manifest ({trust}): {result.source_type}", generator))
+        out.append(
+            Evidence(
+                "c2pa", says, strength, f"valid manifest ({trust}): {result.source_type}", generator
+            )
+        )
     elif any(t in SYNTHETIC_SOURCE_TYPES for t in result.ingredient_source_types or []):
-        out.append(Evidence("c2pa", "synthetic", "weak", f"valid manifest ({trust}); an ingredient is {', '.join(result.ingredient_source_types or [])}"))
+        out.append(
+            Evidence(
+                "c2pa",
+                "synthetic",
+                "weak",
+                f"valid manifest ({trust}); an ingredient is "
+                + ", ".join(result.ingredient_source_types or []),
+            )
+        )
     else:
-        out.append(Evidence("c2pa", None, strength, f"valid manifest ({trust}) without a digitalSourceType; claim generator {result.claim_generator}"))
+        out.append(
+            Evidence(
+                "c2pa",
+                None,
+                strength,
+                f"valid manifest ({trust}) without a digitalSourceType; "
+                f"claim generator {result.claim_generator}",
+            )
+        )
     if tool is not None and says != "synthetic":
-        out.append(Evidence("c2pa", "synthetic", "strong", f"claim generator {result.claim_generator}", tool))
+        out.append(
+            Evidence(
+                "c2pa", "synthetic", "strong", f"claim generator {result.claim_generator}", tool
+            )
+        )
     return out
 
 
@@ -328,7 +387,7 @@ def _text(value: Any) -> str | None:
         raw = value
         for prefix in (b"ASCII\x00\x00\x00", b"UNICODE\x00", b"\x00\x00\x00\x00\x00\x00\x00\x00"):
             if raw.startswith(prefix):
-                raw = raw[len(prefix):]
+                raw = raw[len(prefix) :]
                 if prefix == b"UNICODE\x00":
                     for enc in ("utf-16-be", "utf-16-le"):
                         try:
@@ -348,7 +407,9 @@ def _xmp_text(info: dict[str, Any]) -> str | None:
 
 
 def _xmp_value(xmp: str, name: str) -> str | None:
-    m = re.search(rf"{name}=\"([^\"]*)\"", xmp) or re.search(rf"<{name}>\s*([^<]*?)\s*</{name}>", xmp)
+    m = re.search(rf"{name}=\"([^\"]*)\"", xmp) or re.search(
+        rf"<{name}>\s*([^<]*?)\s*</{name}>", xmp
+    )
     return m.group(1) if m else None
 
 
@@ -374,31 +435,67 @@ def _a1111_model(params: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def metadata_evidence(info: dict[str, Any], exif: dict[int, Any], alpha_lsb: bytes | None) -> list[Evidence]:
+def metadata_evidence(
+    info: dict[str, Any], exif: dict[int, Any], alpha_lsb: bytes | None
+) -> list[Evidence]:
     out: list[Evidence] = []
     text = {k: v for k, v in info.items() if isinstance(v, str)}
     oversized = [k for k, v in text.items() if len(v) > MAX_TEXT]
     for key in oversized:
-        out.append(Evidence("png-text", None, "weak", f"text chunk {key!r} of {len(text[key]):,} characters not parsed", error=True))
+        out.append(
+            Evidence(
+                "png-text",
+                None,
+                "weak",
+                f"text chunk {key!r} of {len(text[key]):,} characters not parsed",
+                error=True,
+            )
+        )
         del text[key]
 
     # generator tools (definitive: written by the tool at generation time)
     params = text.get("parameters")
-    if "fooocus_scheme" in text or (params and params.lstrip().startswith("{") and "fooocus" in params.lower()):
+    if "fooocus_scheme" in text or (
+        params and params.lstrip().startswith("{") and "fooocus" in params.lower()
+    ):
         out.append(Evidence("png-text", "synthetic", "definitive", "Fooocus parameters", "Fooocus"))
     elif params and ("Steps:" in params or "Sampler:" in params):
-        out.append(Evidence("png-text", "synthetic", "definitive", "AUTOMATIC1111 parameters", _a1111_model(params) or "AUTOMATIC1111"))
+        out.append(
+            Evidence(
+                "png-text",
+                "synthetic",
+                "definitive",
+                "AUTOMATIC1111 parameters",
+                _a1111_model(params) or "AUTOMATIC1111",
+            )
+        )
     if "prompt" in text or "workflow" in text:
-        ckpt = _ckpt_from_comfy(text.get("prompt", "")) or _ckpt_from_comfy(text.get("workflow", ""))
-        out.append(Evidence("png-text", "synthetic", "definitive", "ComfyUI prompt/workflow", ckpt or "ComfyUI"))
+        ckpt = _ckpt_from_comfy(text.get("prompt", "")) or _ckpt_from_comfy(
+            text.get("workflow", "")
+        )
+        out.append(
+            Evidence(
+                "png-text", "synthetic", "definitive", "ComfyUI prompt/workflow", ckpt or "ComfyUI"
+            )
+        )
     if any(k in text for k in ("invokeai_metadata", "sd-metadata", "Dream", "invokeai_graph")):
         out.append(Evidence("png-text", "synthetic", "definitive", "InvokeAI metadata", "InvokeAI"))
-    if (text.get("Software") or "").strip().lower() == "novelai" or "novelai" in (text.get("Source") or "").lower():
+    if (text.get("Software") or "").strip().lower() == "novelai" or "novelai" in (
+        text.get("Source") or ""
+    ).lower():
         out.append(Evidence("png-text", "synthetic", "definitive", "NovelAI metadata", "NovelAI"))
 
     stealth = _stealth_pnginfo(alpha_lsb)
     if stealth is not None:
-        out.append(Evidence("stealth", "synthetic", "definitive", "AUTOMATIC1111 stealth metadata in alpha LSBs", _a1111_model(stealth) or "AUTOMATIC1111"))
+        out.append(
+            Evidence(
+                "stealth",
+                "synthetic",
+                "definitive",
+                "AUTOMATIC1111 stealth metadata in alpha LSBs",
+                _a1111_model(stealth) or "AUTOMATIC1111",
+            )
+        )
 
     # EXIF
     make, model = _text(exif.get(_EXIF["make"])), _text(exif.get(_EXIF["model"]))
@@ -407,12 +504,32 @@ def metadata_evidence(info: dict[str, Any], exif: dict[int, Any], alpha_lsb: byt
     comment = _text(exif.get(_EXIF["user_comment"]))
     maker_note = _text(exif.get(_EXIF["maker_note"]))
     if (make and make.startswith("workflow:")) or (model and model.startswith("prompt:")):
-        prompt = model[len("prompt:"):] if model and model.startswith("prompt:") else ""
-        out.append(Evidence("exif", "synthetic", "definitive", "ComfyUI prompt/workflow in EXIF", _ckpt_from_comfy(prompt) or "ComfyUI"))
+        prompt = model[len("prompt:") :] if model and model.startswith("prompt:") else ""
+        out.append(
+            Evidence(
+                "exif",
+                "synthetic",
+                "definitive",
+                "ComfyUI prompt/workflow in EXIF",
+                _ckpt_from_comfy(prompt) or "ComfyUI",
+            )
+        )
         make = model = None
     if comment and ("Steps:" in comment and "Sampler:" in comment):
-        out.append(Evidence("exif", "synthetic", "definitive", "AUTOMATIC1111 parameters in EXIF UserComment", _a1111_model(comment) or "AUTOMATIC1111"))
-    for label, value in (("Software", software), ("MakerNote", maker_note), ("ImageDescription", description)):
+        out.append(
+            Evidence(
+                "exif",
+                "synthetic",
+                "definitive",
+                "AUTOMATIC1111 parameters in EXIF UserComment",
+                _a1111_model(comment) or "AUTOMATIC1111",
+            )
+        )
+    for label, value in (
+        ("Software", software),
+        ("MakerNote", maker_note),
+        ("ImageDescription", description),
+    ):
         tool = ai_tool(value)
         if tool is not None:
             out.append(Evidence("exif", "synthetic", "strong", f"EXIF {label} names {tool}", tool))
@@ -470,15 +587,33 @@ def sidecar_evidence(meta: dict[str, Any]) -> list[Evidence]:
     if origin in ("human", "real", "photo", "camera"):
         out.append(Evidence("sidecar", "human", "strong", f"sidecar origin={origin!r}"))
     elif origin in ("synthetic", "ai", "generated"):
-        out.append(Evidence("sidecar", "synthetic", "strong", f"sidecar origin={origin!r}", generator))
+        out.append(
+            Evidence("sidecar", "synthetic", "strong", f"sidecar origin={origin!r}", generator)
+        )
     for key in ("ai_generated", "is_synthetic"):
         if isinstance(doc.get(key), bool):
             says = "synthetic" if doc[key] else "human"
-            out.append(Evidence("sidecar", says, "strong", f"sidecar {key}={doc[key]}", generator if doc[key] else None))
+            out.append(
+                Evidence(
+                    "sidecar",
+                    says,
+                    "strong",
+                    f"sidecar {key}={doc[key]}",
+                    generator if doc[key] else None,
+                )
+            )
     code = _source_type(doc.get("digital_source_type"))
-    says = _says_for_source_type(code)
-    if says is not None:
-        out.append(Evidence("sidecar", says, "strong", f"sidecar digital_source_type={code}", generator if says == "synthetic" else None))
+    declared = _says_for_source_type(code)
+    if declared is not None:
+        out.append(
+            Evidence(
+                "sidecar",
+                declared,
+                "strong",
+                f"sidecar digital_source_type={code}",
+                generator if declared == "synthetic" else None,
+            )
+        )
     if generator and not any(e.says == "synthetic" for e in out):
         out.append(Evidence("sidecar", None, "weak", f"sidecar generator={generator!r}", generator))
     return out

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
-
-import json
 
 import numpy as np
 import pyarrow as pa
@@ -61,7 +60,13 @@ def composition(table: pa.Table, mask: np.ndarray[Any, np.dtype[np.bool_]]) -> d
         "provenance_scanned": True,
         "origin": _counts(sub.column("origin").to_pylist()),
         "strength": _counts(
-            [f"{o}/{s}" for o, s in zip(sub.column("origin").to_pylist(), sub.column("origin_strength").to_pylist()) if o != "unknown"]
+            [
+                f"{o}/{s}"
+                for o, s in zip(
+                    sub.column("origin").to_pylist(), sub.column("origin_strength").to_pylist()
+                )
+                if o != "unknown"
+            ]
         ),
         "evidence_source": dict(sorted(sources.items(), key=lambda kv: -kv[1])),
         "generator": _counts([g for g in sub.column("generator").to_pylist() if g], top=10),
@@ -169,7 +174,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"<sub>datagate {report['datagate_version']} · watermarks "
-        f"{report['scan'].get('watermark', {}).get('mode', 'off')} · policy `{policy.get('source')}` "
+        f"{report['scan'].get('watermark', {}).get('mode', 'off')} · "
+        f"policy `{policy.get('source')}` "
         f"({policy.get('digest')}) · scan {report['scan'].get('created_at')}</sub>",
         "",
     ]
@@ -182,12 +188,11 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "### Composition (kept / scanned)", ""]
     if not kept.get("provenance_scanned"):
-        return lines + ["Provenance was not scanned: every image's origin is unknown."]
+        return [*lines, "Provenance was not scanned: every image's origin is unknown."]
     lines += ["| origin | kept | scanned |", "|---|---|---|"]
     for origin in ("human", "synthetic", "unknown"):
-        lines.append(
-            f"| {origin} | {kept['origin'].get(origin, 0):,} | {scanned['origin'].get(origin, 0):,} |"
-        )
+        n_kept, n_scanned = kept["origin"].get(origin, 0), scanned["origin"].get(origin, 0)
+        lines.append(f"| {origin} | {n_kept:,} | {n_scanned:,} |")
     if scanned["evidence_source"]:
         listed = ", ".join(f"{k} {v:,}" for k, v in scanned["evidence_source"].items())
         lines += ["", f"Evidence (images per source, scanned): {listed}."]
@@ -195,5 +200,7 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
         listed = ", ".join(f"`{k}` {v:,}" for k, v in scanned["generator"].items())
         lines += [f"Generators (scanned): {listed}."]
     if scanned["conflicts"]:
-        lines += [f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."]
+        lines += [
+            f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."
+        ]
     return lines

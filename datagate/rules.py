@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datagate import dedup
-from datagate.provenance import STRENGTH_RANK, Evidence, decide
 from datagate.policy import (
     Decodable,
     Dimensions,
@@ -34,6 +33,7 @@ from datagate.policy import (
     Quality,
     _Rule,
 )
+from datagate.provenance import STRENGTH_RANK, Evidence, decide
 
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 ObjArray = np.ndarray[Any, np.dtype[np.object_]]
@@ -273,7 +273,10 @@ def _provenance(
         required = (state == "valid") & trusted
     patterns = [p.lower() for p in rule.reject_generators]
     banned = np.array(
-        [g is not None and any(fnmatch.fnmatchcase(str(g).lower(), p) for p in patterns) for g in generator],
+        [
+            g is not None and any(fnmatch.fnmatchcase(str(g).lower(), p) for p in patterns)
+            for g in generator
+        ],
         dtype=bool,
     )
     bad = alive & (~required | banned)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +54,19 @@ def test_no_metadata_is_unknown() -> None:
 
 
 def test_a1111_parameters_are_definitive_and_name_the_model() -> None:
-    params = "a cat\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: dreamshaper_8"
+    params = "a cat\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, Model: dreamshaper_8"
     row = _row(_png({"parameters": params}))
-    assert (row["origin"], row["origin_strength"], row["generator"]) == ("synthetic", "definitive", "dreamshaper_8")
+    assert (row["origin"], row["origin_strength"], row["generator"]) == (
+        "synthetic",
+        "definitive",
+        "dreamshaper_8",
+    )
 
 
 def test_comfyui_workflow_names_the_checkpoint() -> None:
-    prompt = json.dumps({"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}}})
+    prompt = json.dumps(
+        {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}}}
+    )
     row = _row(_png({"prompt": prompt, "workflow": "{}"}))
     assert (row["origin"], row["generator"]) == ("synthetic", "sdxl.safetensors")
 
@@ -70,7 +75,11 @@ def test_camera_exif_is_weak_and_loses_to_generator_metadata() -> None:
     camera = _row(_jpeg_with_exif(make="Canon", model="EOS R5"))
     assert (camera["origin"], camera["origin_strength"]) == ("human", "weak")
     both = _row(_jpeg_with_exif(make="Canon", model="EOS R5", software="Midjourney v6"))
-    assert (both["origin"], both["origin_strength"], both["generator"]) == ("synthetic", "strong", "Midjourney")
+    assert (both["origin"], both["origin_strength"], both["generator"]) == (
+        "synthetic",
+        "strong",
+        "Midjourney",
+    )
     assert both["provenance_conflict"] is True
 
 
@@ -97,11 +106,13 @@ def test_sidecar_declarations() -> None:
 
 def test_stealth_pnginfo_in_alpha_bits() -> None:
     text = b"Steps: 20, Sampler: Euler, Model: hidden_model"
-    bits = np.unpackbits(np.frombuffer(b"stealth_pnginfo" + (len(text) * 8).to_bytes(4, "big") + text, np.uint8))
+    bits = np.unpackbits(
+        np.frombuffer(b"stealth_pnginfo" + (len(text) * 8).to_bytes(4, "big") + text, np.uint8)
+    )
     w, h = 64, 64
     alpha = np.full(w * h, 254, dtype=np.uint8)
     alpha[: len(bits)] |= bits
-    rgba = np.dstack([np.asarray(photo(6, (w, h)))] + [alpha.reshape(w, h).T])  # column-major
+    rgba = np.dstack([np.asarray(photo(6, (w, h))), alpha.reshape(w, h).T])  # column-major
     buf = io.BytesIO()
     Image.fromarray(rgba.astype(np.uint8), "RGBA").save(buf, "PNG")
     row = _row(buf.getvalue())
@@ -130,7 +141,9 @@ def test_decide_precedence_and_conflicts() -> None:
     assert (v.origin, v.strength, v.conflict) == ("synthetic", "strong", True)
     tie = prov.decide([E("sidecar", "human", "strong", "x"), E("xmp", "synthetic", "strong", "y")])
     assert tie.origin == "synthetic"  # equal strength: the costly error is a false "human"
-    human = prov.decide([E("c2pa", "human", "definitive", "x"), E("xmp", "synthetic", "strong", "y")])
+    human = prov.decide(
+        [E("c2pa", "human", "definitive", "x"), E("xmp", "synthetic", "strong", "y")]
+    )
     assert (human.origin, human.conflict) == ("human", True)
     assert prov.decide([E("c2pa", None, "weak", "invalid")]).origin == "unknown"
 
@@ -176,3 +189,18 @@ def test_scan_records_watermark_mode(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="expected off, all or sample:N"):
         scan([DATA / "grey.png"], tmp_path / "x", ScanOptions(watermark="some"), workers=1)
+
+
+def test_sidecar_digital_source_type_alone() -> None:
+    data = jpeg_bytes(photo(10))
+    row = _row(data, {"json": {"digital_source_type": "trainedAlgorithmicMedia", "model": "sd3"}})
+    assert (row["origin"], row["generator"]) == ("synthetic", "sd3")
+    human = _row(
+        data,
+        {
+            "json": {
+                "digital_source_type": "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+            }
+        },
+    )
+    assert human["origin"] == "human"

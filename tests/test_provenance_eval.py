@@ -47,7 +47,10 @@ def test_provenance_labels(evaldata: Path, tmp_path: Path) -> None:
     with open(root / "labels.csv", newline="") as fh:
         labels = list(csv.DictReader(fh))
     pairs = [(lab["expected_label"], rows[lab["path"]]["origin"]) for lab in labels]
-    print("\nprovenance/ confusion (rows: expected label, columns: datagate origin)\n" + _confusion(pairs))
+    print(
+        "\nprovenance/ confusion (rows: expected label, columns: datagate origin)\n"
+        + _confusion(pairs)
+    )
     for lab in labels:
         row = rows[lab["path"]]
         label = lab["expected_label"]
@@ -64,7 +67,12 @@ def test_provenance_labels(evaldata: Path, tmp_path: Path) -> None:
             if '"IFD0:Make"' in lab["exiftool"] or "DIGITAL CAMERA" in lab["exiftool"]:
                 assert (row["origin"], row["origin_strength"]) == ("human", "weak"), lab["path"]
         if label in ACCEPT:
-            assert row["origin"] in ACCEPT[label], (lab["path"], label, row["origin"], row["evidence"])
+            assert row["origin"] in ACCEPT[label], (
+                lab["path"],
+                label,
+                row["origin"],
+                row["evidence"],
+            )
     generators = {lab["path"]: rows[lab["path"]]["generator"] for lab in labels}
     assert generators["ComfyUI_examples/flux__flux_dev_example.png"] == "flux1-dev.safetensors"
     assert generators["c2pa-rs/sdk__tests__fixtures__ocsp.jpg"] == "Adobe Firefly"
@@ -75,8 +83,13 @@ def test_detect_metadata_and_stripped_images(evaldata: Path, tmp_path: Path) -> 
     rows = _scan(root, tmp_path / "scan")
     with open(root / "labels.csv", newline="") as fh:
         labels = list(csv.DictReader(fh))
-    pairs = [(f"{lab['path'].split('/')[0]}:{lab['label']}", rows[lab["path"]]["origin"]) for lab in labels]
-    print("\ndetect/ confusion (rows: source:label, columns: datagate origin)\n" + _confusion(pairs))
+    pairs = [
+        (f"{lab['path'].split('/')[0]}:{lab['label']}", rows[lab["path"]]["origin"])
+        for lab in labels
+    ]
+    print(
+        "\ndetect/ confusion (rows: source:label, columns: datagate origin)\n" + _confusion(pairs)
+    )
     for lab in labels:
         row = rows[lab["path"]]
         if lab["label"] == "ai":
@@ -92,7 +105,9 @@ def test_detect_metadata_and_stripped_images(evaldata: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("signals", [("integrity", "hashes", "quality")])
-def test_scan_without_provenance_has_no_origin_column(signals: tuple[str, ...], tmp_path: Path) -> None:
+def test_scan_without_provenance_has_no_origin_column(
+    signals: tuple[str, ...], tmp_path: Path
+) -> None:
     from .conftest import DATA
 
     scan([DATA / "grey.png"], tmp_path, ScanOptions(signals=signals), workers=1)

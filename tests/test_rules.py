@@ -10,7 +10,6 @@ from datagate.policy import parse_policy
 from datagate.rules import apply_policy
 from datagate.schema import images_schema
 
-
 WITHOUT_PROVENANCE = ("integrity", "hashes", "quality")
 
 
@@ -143,8 +142,12 @@ def test_min_human_counts_origin_of_kept_rows_only() -> None:
     rows = [{}, {}, {}, {}, {"decodable": False}]
     table = (
         _table(rows)
-        .append_column("origin", pa.array(["human", "human", "synthetic", None, "human"], pa.string()))
-        .append_column("origin_strength", pa.array(["strong", "weak", "strong", None, "strong"], pa.string()))
+        .append_column(
+            "origin", pa.array(["human", "human", "synthetic", None, "human"], pa.string())
+        )
+        .append_column(
+            "origin_strength", pa.array(["strong", "weak", "strong", None, "strong"], pa.string())
+        )
     )
     d = apply_policy(
         table,
@@ -176,19 +179,48 @@ def test_max_rejected_fraction() -> None:
 
 ALL = ScanOptions().signals
 C2PA_SYNTHETIC = json.dumps(
-    [{"source": "c2pa", "says": "synthetic", "strength": "strong", "detail": "valid", "generator": None, "error": False}]
+    [
+        {
+            "source": "c2pa",
+            "says": "synthetic",
+            "strength": "strong",
+            "detail": "valid",
+            "generator": None,
+            "error": False,
+        }
+    ]
 )
 CAMERA = json.dumps(
-    [{"source": "camera", "says": "human", "strength": "weak", "detail": "Canon", "generator": None, "error": False}]
+    [
+        {
+            "source": "camera",
+            "says": "human",
+            "strength": "weak",
+            "detail": "Canon",
+            "generator": None,
+            "error": False,
+        }
+    ]
 )
 
 
 def _prov_rows() -> list[dict]:  # type: ignore[type-arg]
     return [
-        {"origin": "human", "origin_strength": "definitive", "c2pa_state": "valid", "c2pa_trusted": True},
+        {
+            "origin": "human",
+            "origin_strength": "definitive",
+            "c2pa_state": "valid",
+            "c2pa_trusted": True,
+        },
         {"origin": "human", "origin_strength": "weak", "evidence": CAMERA, "c2pa_state": "absent"},
-        {"origin": "synthetic", "origin_strength": "strong", "evidence": C2PA_SYNTHETIC,
-         "c2pa_state": "valid", "c2pa_trusted": False, "generator": "Midjourney v6"},
+        {
+            "origin": "synthetic",
+            "origin_strength": "strong",
+            "evidence": C2PA_SYNTHETIC,
+            "c2pa_state": "valid",
+            "c2pa_trusted": False,
+            "generator": "Midjourney v6",
+        },
         {"origin": "unknown", "c2pa_state": "absent"},
     ]
 
@@ -209,7 +241,9 @@ def test_provenance_rule_requires_evidence_and_rejects_generators() -> None:
     assert d.reason[1] == "no a valid C2PA manifest (c2pa: absent, origin: human)"
     trusted = _decide(_prov_rows(), "rules: [{rule: provenance, require: c2pa_trusted}]", ALL)
     assert trusted.kept.tolist() == [True, False, False, False]
-    banned = _decide(_prov_rows(), "rules: [{rule: provenance, reject_generators: ['*midjourney*']}]", ALL)
+    banned = _decide(
+        _prov_rows(), "rules: [{rule: provenance, reject_generators: ['*midjourney*']}]", ALL
+    )
     assert banned.kept.tolist() == [True, True, False, True]
     assert banned.reason[2] == "generator 'Midjourney v6' is rejected by the policy"
     evidence = _decide(_prov_rows(), "rules: [{rule: provenance, require: evidence}]", ALL)
@@ -219,4 +253,4 @@ def test_provenance_rule_requires_evidence_and_rejects_generators() -> None:
 def test_max_unknown_origin() -> None:
     d = _decide(_prov_rows(), "rules: [{rule: max_unknown_origin, max: 0.2}]", ALL)
     assert d.outcomes[0].passed is False and d.outcomes[0].value == 0.25
-    assert "unknown origin 1 of 4 kept images (25.0%) > 20%" == d.outcomes[0].message
+    assert d.outcomes[0].message == "unknown origin 1 of 4 kept images (25.0%) > 20%"

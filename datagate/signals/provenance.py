@@ -50,13 +50,22 @@ class Provenance:
             evidence += prov.metadata_evidence(d.info, d.exif, d.alpha_lsb)
         evidence += prov.sidecar_evidence(sample.record.meta)
         mark = None
-        if sample.data is not None and d is not None and wm.selected(sample.data, sample.watermark_rate):
+        if (
+            sample.data is not None
+            and d is not None
+            and wm.selected(sample.data, sample.watermark_rate)
+        ):
             mark = _watermark(sample.data)
             if mark.found:
                 label = {"sdxl": "SDXL", "sd-v1": "Stable Diffusion 1.x/2.x"}[mark.found]
                 evidence.append(
-                    prov.Evidence("watermark", "synthetic", "strong",
-                                  f"{label} dwtDct watermark (bit-error rate {mark.ber:.2f})", label)
+                    prov.Evidence(
+                        "watermark",
+                        "synthetic",
+                        "strong",
+                        f"{label} dwtDct watermark (bit-error rate {mark.ber:.2f})",
+                        label,
+                    )
                 )
             elif mark.error:
                 evidence.append(prov.Evidence("watermark", None, "weak", mark.error, error=True))

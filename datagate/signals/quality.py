@@ -81,7 +81,7 @@ def _laplacian_variance(g: np.ndarray[Any, np.dtype[np.uint8]]) -> float:
     h, w = g.shape
     if h < 3 or w < 3:
         return 0.0
-    n = (h - 2) * (w - 2)
+    n = int((h - 2) * (w - 2))
     buffer = _workspace.get(2 * n)
     lap = buffer[:n].reshape(h - 2, w - 2)
     centre = buffer[n:].reshape(h - 2, w - 2)
@@ -92,4 +92,5 @@ def _laplacian_variance(g: np.ndarray[Any, np.dtype[np.uint8]]) -> float:
     np.subtract(lap, centre, out=lap)
     flat = buffer[:n]
     mean = float(flat.sum(dtype=np.float64)) / n
-    return max(0.0, float(np.dot(flat, flat)) / n - mean * mean)
+    square_sum = float(np.dot(flat, flat))
+    return max(0.0, square_sum / n - mean * mean)
