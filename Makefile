@@ -35,9 +35,9 @@ install: $(STAMP) ## Create .venv and install datagate with its test and demo to
 demo: $(STAMP) ## Build example shards, scan them, enforce the default and a trusted-sources policy
 	$(PY) examples/make_demo_shards.py examples/shards
 	cd examples && $(DATAGATE) scan ./shards
-	@echo; echo "== datagate enforce --min-human 0.7 (default policy: origin unknown counts as not human)"
+	@echo; echo "== datagate enforce --min-human 0.7 (default policy: unknown origin counts as not human)"
 	cd examples && { $(DATAGATE) enforce --min-human 0.7; rc=$$?; \
-		echo "exit code $$rc (1 = gate failed: no image carries provenance evidence of human origin)"; \
+		echo "exit code $$rc (1 = gate failed: too few kept images carry evidence of human origin)"; \
 		test $$rc -le 1; }
 	@echo; echo "== datagate enforce --rules trusted-sources.yaml (unknown origin counted as human)"
 	cd examples && $(DATAGATE) enforce --rules trusted-sources.yaml --out datagate-out/trusted

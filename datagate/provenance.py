@@ -216,14 +216,18 @@ def _c2pa_context() -> Any:
 def read_c2pa(data: bytes, fmt: str | None, xmp: str | None) -> C2paResult:
     """Read and validate an embedded C2PA manifest store without any network access."""
     remote = _remote_manifest(xmp)
+
+    def nothing_embedded() -> C2paResult:
+        if remote is None:
+            return C2paResult("absent", [])
+        return C2paResult(
+            "remote",
+            ["manifest.remote.notFetched"],
+            error=f"remote manifest {remote} (not fetched, unverified)",
+        )
+
     if b"jumb" not in data and b"c2pa" not in data:
-        if remote:
-            return C2paResult(
-                "remote",
-                ["manifest.remote.notFetched"],
-                error=f"remote manifest {remote} (not fetched, unverified)",
-            )
-        return C2paResult("absent", [])
+        return nothing_embedded()
     mime = _MIME.get(fmt or "", "image/jpeg")
     try:
         import io
@@ -235,14 +239,8 @@ def read_c2pa(data: bytes, fmt: str | None, xmp: str | None) -> C2paResult:
     except Exception as exc:  # every reader failure is evidence, never a crash
         text = f"{type(exc).__name__}: {exc}"
         if "ManifestNotFound" in text or "no JUMBF" in text:
-            if remote:
-                return C2paResult(
-                    "remote",
-                    ["manifest.remote.notFetched"],
-                    error=f"remote manifest {remote} (not fetched, unverified)",
-                )
-            return C2paResult("absent", [])
-        if remote or "Remote:" in text:
+            return nothing_embedded()
+        if remote is not None or "Remote:" in text:
             return C2paResult(
                 "remote",
                 ["manifest.remote.notFetched"],

@@ -2,9 +2,11 @@
 
 Writes, under the output folder (default ``examples/shards``):
 
-* ``photos/``            loose JPEG and PNG files (a folder shard), with a few broken files;
-* ``web-00000{0,1}.tar`` WebDataset shards: ``.jpg`` plus ``.json`` and ``.txt`` sidecars,
-  and one member with an unsafe ``../`` path;
+* ``photos/``            loose JPEG and PNG files (a folder shard), with a few broken files
+                         and eight generated pictures carrying AUTOMATIC1111 or ComfyUI
+                         metadata;
+* ``web-00000{0,1}.tar`` WebDataset shards: ``.jpg`` plus ``.json`` sidecars (declaring
+  ``"origin": "human"``) and ``.txt`` captions, and one member with an unsafe ``../`` path;
 * ``hf-images.parquet``  a Parquet file with the ``{bytes, path}`` image struct that
   Hugging Face ``datasets`` writes, plus a caption column;
 * ``SOURCES.txt``        where the pictures come from (listed by the scan as skipped).
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 SEED = 20261121
 SKIMAGE_PHOTOS = (
@@ -77,6 +79,15 @@ def variant(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
     gain = rng.uniform(0.85, 1.15, size=3)
     arr = np.clip(np.asarray(im, dtype=np.float32) * gain, 0, 255).astype(np.uint8)
     return Image.fromarray(arr)
+
+
+def synthetic_art(rng: np.random.Generator) -> Image.Image:
+    """A procedural picture standing in for a generator's output."""
+    y, x = np.mgrid[0:320, 0:320].astype(np.float32) / 320
+    f = rng.uniform(2, 9, size=3)
+    phase = rng.uniform(0, 6.3, size=3)
+    channels = [np.sin(f[c] * (x + y * (c + 1)) * 3.1 + phase[c]) * 0.5 + 0.5 for c in range(3)]
+    return Image.fromarray((np.stack(channels, -1) * 255).astype(np.uint8))
 
 
 def encode(im: Image.Image, fmt: str = "JPEG", quality: int = 90) -> bytes:
@@ -139,6 +150,25 @@ def build(out: Path, per_source: int) -> dict[str, int]:
     (photos_dir / "tiny-thumbnail.jpg").write_bytes(
         encode(Image.open(io.BytesIO(good)).resize((24, 24)))
     )
+    # generated pictures that carry their generator's metadata, as real tools write it
+    for i in range(8):
+        art = synthetic_art(rng)
+        info = PngImagePlugin.PngInfo()
+        if i % 2 == 0:
+            info.add_text(
+                "parameters",
+                f"a colourful abstract painting {i}\nNegative prompt: blurry\nSteps: 25, "
+                "Sampler: DPM++ 2M, CFG scale: 7, Seed: 1234, Model: demo_model_v1",
+            )
+        else:
+            prompt = {
+                "4": {
+                    "class_type": "CheckpointLoaderSimple",
+                    "inputs": {"ckpt_name": "demo_xl.safetensors"},
+                }
+            }
+            info.add_text("prompt", json.dumps(prompt))
+        art.save(photos_dir / f"generated-{i:02d}.png", pnginfo=info)
     dark = (np.asarray(Image.open(io.BytesIO(good)), dtype=np.float32) * 0.01).astype(np.uint8)
     (photos_dir / "underexposed.jpg").write_bytes(encode(Image.fromarray(dark)))
     (photos_dir / "flat-grey.png").write_bytes(
@@ -153,7 +183,8 @@ def build(out: Path, per_source: int) -> dict[str, int]:
             for i, (key, data) in enumerate(chunk):
                 sample = f"{shard_index:02d}{i:05d}"
                 add_member(tar, f"{sample}.jpg", data)
-                meta = {"source": key.rsplit("-", 1)[0], "id": key}
+                # the producer of these shards declares their origin in the sidecar
+                meta = {"source": key.rsplit("-", 1)[0], "id": key, "origin": "human"}
                 add_member(tar, f"{sample}.json", json.dumps(meta, sort_keys=True).encode())
                 add_member(tar, f"{sample}.txt", f"a photograph of {meta['source']}".encode())
             if shard_index == 1:
@@ -177,7 +208,7 @@ def build(out: Path, per_source: int) -> dict[str, int]:
         "images": len(items),
         "near_duplicates": len(near),
         "exact_duplicates": len(exact),
-        "folder": len(folder_items) + 6,
+        "folder": len(folder_items) + 14,
         "tar": len(tar_items) + 1,
         "parquet": len(parquet_items),
     }

@@ -89,11 +89,21 @@ def test_enforce_min_human_fails_honestly_without_provenance(
         assert by_rule[rule_id]["rejected"] > 0, rule_id
         assert rejected.column("rule_id").to_pylist().count(rule_id) == by_rule[rule_id]["rejected"]
     human = by_rule["min_human"]
-    assert human["passed"] is False and human["value"] == 0.0 and human["threshold"] == 0.7
-    assert human["details"]["unknown"] == kept.num_rows
+    # the tar shards' sidecars declare human origin, 8 generated PNGs carry generator
+    # metadata, everything else is of unknown origin (counted as not human by default)
+    origins = kept.column("origin").to_pylist()
+    counts = {o: origins.count(o) for o in ("human", "synthetic", "unknown")}
+    assert counts["human"] > 0 and counts["synthetic"] == 8 and counts["unknown"] > 0
+    assert {k: human["details"][k] for k in counts} == counts
+    assert human["passed"] is False and human["threshold"] == 0.7
+    assert human["value"] == pytest.approx(counts["human"] / kept.num_rows)
+    generators = set(kept.column("generator").to_pylist()) - {None}
+    assert generators == {"demo_model_v1", "demo_xl.safetensors"}
+    assert report["composition"]["kept"]["origin"] == {k: v for k, v in counts.items() if v}
     assert sum(s["images"] for s in report["shards"]) == scan_rows
     md = (out / "report.md").read_text()
-    assert "## ❌ datagate: FAIL" in md and "| `min_human` | **FAIL** | 0 | 0.7 |" in md
+    assert "## ❌ datagate: FAIL" in md and "| `min_human` | **FAIL** |" in md
+    assert f"| human | {counts['human']:,} |" in md and "### Composition (kept / scanned)" in md
 
 
 def test_enforce_passes_with_trusted_sources_policy(scanned: Path, tmp_path: Path) -> None:
