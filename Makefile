@@ -15,7 +15,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint format bench clean
+.PHONY: help install demo test test-all lint format bench bench-watermark clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -63,9 +63,12 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 BENCH_IMAGES ?= 20000
-bench: $(BENCH_STAMP) ## Scan-throughput and near-duplicate benchmarks (minutes; see benchmarks/README.md)
-	$(PY) benchmarks/bench_scan.py --images $(BENCH_IMAGES)
+bench: $(BENCH_STAMP) ## Scan throughput (20k vs 200k images) and near-duplicate benchmarks (~20 min)
+	$(PY) benchmarks/bench_scan.py --images $(BENCH_IMAGES) --scale 200000
 	$(PY) benchmarks/bench_neardup.py --hashes 1000000
+
+bench-watermark: $(BENCH_STAMP) ## Watermark false positives on real photographs and survival of re-encoding (~8 min)
+	$(PY) benchmarks/bench_watermark.py
 
 clean: ## Remove generated data and outputs (keeps .venv)
 	rm -rf examples/shards examples/datagate-out datagate-out benchmarks/out .pytest_cache

@@ -8,8 +8,9 @@ process tree:
 
 * ``bare-decode``: one process that only opens and decodes each image, with ``Image.draft``
   exactly as the scan uses it (the decode-bound limit per core);
-* ``datagate``: ``datagate scan DIR --workers <cores>`` (integrity, sha256, pHash, dHash,
-  quality; no embeddings);
+* ``datagate``: ``datagate scan DIR --workers <cores> --signals integrity,hashes,quality``
+  (sha256, pHash, dHash, quality; no embeddings), and ``datagate + provenance`` (the default
+  signals, provenance included, watermarks off) to measure what provenance adds;
 * ``imagededup``: ``PHash().encode_images`` + ``find_duplicates`` (its default workers);
 * ``cleanvision-dups``: ``Imagelab.find_issues`` for exact and near duplicates only;
 * ``cleanvision-default``: ``Imagelab.find_issues()`` with its default issue types.
@@ -45,6 +46,7 @@ from _measure import measure
 OUT = Path(__file__).parent / "out"
 PY = sys.executable
 PER_DIR = 1000
+FOUNDATION = "integrity,hashes,quality"
 
 
 def _make(args: tuple[int, Path]) -> None:
@@ -184,6 +186,9 @@ def render(rows: list[dict[str, Any]], cores: int) -> str:
             f"{per_core:.1f} | {r['peak_rss_mib']} |"
         )
     by = {r["contender"]: float(r["images_per_s"]) for r in rows}
+    if "datagate" in by and "datagate + provenance" in by:
+        overhead = by["datagate"] / by["datagate + provenance"] - 1
+        lines.append(f"provenance adds {overhead:.0%} to the scan's time per image")
     if "datagate" in by and "imagededup" in by:
         lines.append(
             f"\ndatagate / imagededup throughput: {by['datagate'] / by['imagededup']:.2f}x"
@@ -212,13 +217,16 @@ def main() -> None:
     contenders = {
         "bare-decode (1 process)": [PY, "-c", BARE, str(src)],
         f"bare-decode ({cores} processes)": [PY, "-c", BARE_PARALLEL, str(src)],
-        "datagate": [*datagate, "--out", str(OUT / "scan-folder")],
+        "datagate": [*datagate, "--signals", FOUNDATION, "--out", str(OUT / "scan-folder")],
+        "datagate + provenance": [*datagate, "--out", str(OUT / "scan-folder")],
         "imagededup": [PY, "-c", IMAGEDEDUP, str(src)],
         "cleanvision-dups": [PY, "-c", CLEANVISION, str(src), "dups"],
         "cleanvision-default": [PY, "-c", CLEANVISION, str(src), "default"],
     }
     for name, cmd in contenders.items():
         if args.only is not None and name not in args.only and name.split(" ")[0] not in args.only:
+            continue
+        if name == "datagate + provenance" and args.only is not None and name not in args.only:
             continue
         shutil.rmtree(OUT / "scan-folder", ignore_errors=True)
         run(name, cmd, n, rows)
