@@ -96,6 +96,12 @@ def scan(
         ),
     ] = "off",
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")
+    ] = False,
 ) -> int:
     """Scan images into a Parquet table of signals (integrity, hashes, quality).
 
@@ -115,13 +121,16 @@ def scan(
         chunk_size=chunk_size,
         watermark=watermark,
     )
-    bar = console.ScanProgress(enabled=progress and console.err.is_terminal)
+    bar = console.ScanProgress(enabled=progress and not quiet and console.err.is_terminal)
     result = run_scan(paths, out, options, workers=workers or (os.cpu_count() or 1), progress=bar)
-    for path, reason in result.skipped[:20]:
-        console.warn(f"skipped {path}: {reason}")
-    if len(result.skipped) > 20:
-        console.warn(f"... and {len(result.skipped) - 20} more skipped files (see meta.json)")
-    console.scan_summary(result.meta, str(out))
+    if json_output:
+        console.print_json(console.scan_json(result.meta, str(out)))
+    elif not quiet:
+        for path, reason in result.skipped[:20]:
+            console.warn(f"skipped {path}: {reason}")
+        if len(result.skipped) > 20:
+            console.warn(f"... and {len(result.skipped) - 20} more skipped files (see meta.json)")
+        console.scan_summary(result.meta, str(out))
     return ExitCode.OK
 
 
@@ -154,6 +163,12 @@ def enforce(
             help="Output folder (default: beside the scan: datagate-out/ for datagate-out/scan).",
         ),
     ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the verdict and rule outcomes as JSON on stdout.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")
+    ] = False,
 ) -> int:
     """Apply rules to a scan: write kept/rejected manifests and reports; exit 1 on failure."""
     from datagate import console
@@ -168,7 +183,10 @@ def enforce(
     }
     policy = with_overrides(load_policy(path), **overrides)
     result = run_enforce(scan_dir, policy, source=str(path), out=out, overrides=overrides)
-    console.enforce_summary(result.report)
+    if json_output:
+        console.print_json(console.enforce_json(result.report))
+    elif not quiet:
+        console.enforce_summary(result.report)
     return ExitCode.OK if result.passed else ExitCode.GATE_FAILED
 
 

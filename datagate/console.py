@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -57,6 +59,28 @@ class ScanProgress:
 
     def finish(self) -> None:
         self._progress.stop()
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, never styled or wrapped."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def scan_json(meta: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    return {
+        "scan": out_dir,
+        "images_parquet": f"{out_dir}/images.parquet",
+        "counts": meta["counts"],
+        "timing": meta["timing"],
+        "signals": meta["signals"],
+        "skipped": meta["skipped"],
+    }
+
+
+def enforce_json(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("verdict", "counts", "rules", "composition", "outputs", "policy", "datagate_version")
+    return {k: report[k] for k in keys if k in report}
 
 
 def error(message: str) -> None:

@@ -203,3 +203,67 @@ def test_internal_error_is_exit_3(
     assert main(["scan", str(DATA / "grey.png"), "--out", str(tmp_path)]) == 3
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: kaboom" in err and "--debug" in err
+
+
+def test_json_and_quiet_for_scripts(scanned: Path, tmp_path: Path) -> None:
+    scan_dir = scanned / "datagate-out" / "scan"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datagate",
+            "enforce",
+            str(scan_dir),
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)  # stdout is pure JSON
+    assert doc["verdict"] == "fail" and doc["counts"]["images"] > 0
+    assert {r["id"] for r in doc["rules"]} >= {"decodable", "min_human"}
+    quiet = subprocess.run(
+        [sys.executable, "-m", "datagate", "enforce", str(scan_dir), "--out", str(tmp_path), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert quiet.returncode == 1 and quiet.stdout == "" and quiet.stderr == ""
+    shards = scanned / "shards"
+    scan_json = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datagate",
+            "scan",
+            str(shards / "photos"),
+            "--out",
+            str(tmp_path / "s"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert scan_json.returncode == 0, scan_json.stderr
+    assert json.loads(scan_json.stdout)["counts"]["images"] > 0
+
+
+def test_no_colour_or_progress_when_not_a_terminal(scanned: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datagate",
+            "scan",
+            str(scanned / "shards" / "photos"),
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0
+    assert "\x1b[" not in proc.stdout + proc.stderr  # no ANSI escapes into pipes
+    assert "scanned" in proc.stdout and "scanned" not in proc.stderr  # results on stdout
