@@ -190,6 +190,49 @@ def enforce(
     return ExitCode.OK if result.passed else ExitCode.GATE_FAILED
 
 
+@app.command()
+def precommit(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Data folders or shards to gate (default: the current directory).",
+            show_default=False,
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules", "-r", help="Rules file (default: ./rules/default.yaml, else shipped)."
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="Cache and outputs (add it to .gitignore).")
+    ] = Path(".datagate"),
+    workers: Annotated[int, typer.Option(help="Worker processes for new images.")] = 0,
+) -> int:
+    """Gate a data repository (pre-commit hook): re-scan only new content, enforce the rules.
+
+    Exit 1 refuses the commit; the message says which dataset rule failed and why.
+    """
+    import os
+
+    from datagate import console
+    from datagate.policy import default_rules_path, load_policy
+    from datagate.precommit import run_hook
+
+    path = rules if rules is not None else default_rules_path()
+    policy = load_policy(path)
+    run = run_hook(
+        paths or [Path(".")],
+        policy,
+        source=str(path),
+        state_dir=state_dir,
+        workers=workers or (os.cpu_count() or 1),
+    )
+    console.hook_summary(run.result.report, run.images, run.cached, run.computed, run.seconds)
+    return ExitCode.OK if run.result.passed else ExitCode.GATE_FAILED
+
+
 @rules_app.command("validate")
 def rules_validate(
     files: Annotated[list[Path], typer.Argument(help="Rules files to check.", show_default=False)],

@@ -83,6 +83,24 @@ def enforce_json(report: dict[str, Any]) -> dict[str, Any]:
     return {k: report[k] for k in keys if k in report}
 
 
+def hook_summary(
+    report: dict[str, Any], images: int, cached: int, computed: int, seconds: float
+) -> None:
+    """Plain lines fit for a commit hook's output."""
+    verdict = report["verdict"].upper()
+    out.print(
+        f"datagate: {verdict} · {images:,} images ({cached:,} unchanged from cache, "
+        f"{computed:,} scanned) in {seconds:.1f} s",
+        highlight=False, soft_wrap=True,
+    )
+    for r in report["rules"]:
+        if r["scope"] == "dataset" and r["passed"] is False:
+            out.print(f"  ✗ {r['id']}: {r['message']}", highlight=False, soft_wrap=True)
+        elif r["scope"] == "image" and r["rejected"]:
+            out.print(f"  · {r['id']}: {r['message']}", highlight=False, soft_wrap=True)
+    out.print(f"  report: {report['outputs']['report_md']}", highlight=False, soft_wrap=True)
+
+
 def error(message: str) -> None:
     err.print(Text("error: ", style="bold red") + Text(message))
 

@@ -178,7 +178,7 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _executor(workers: int) -> Executor:
+def make_executor(workers: int) -> Executor:
     if workers <= 1:
         configure_pillow()
         return _InlineExecutor()
@@ -225,7 +225,7 @@ def scan(
     plan: list[tuple[Shard, str]] = [(s, _shard_prefix(s, config_hash)) for s in found.shards]
     computed = resumed = 0
     window = max(2, 2 * workers)
-    executor = _executor(workers)
+    executor = make_executor(workers)
     pending: dict[Future[int], str] = {}
     # shard prefix -> (chunks submitted, iteration finished, futures outstanding)
     outstanding: dict[str, set[Future[int]]] = {}
@@ -275,29 +275,42 @@ def scan(
     progress.finish()
 
     meta = _merge(out, plan, options, found.skipped)
-    seconds = time.perf_counter() - started
+    finish_meta(
+        meta,
+        options,
+        inputs,
+        time.perf_counter() - started,
+        {"workers": workers, "chunks_computed": computed, "chunks_resumed": resumed},
+    )
+    write_json(out / META_FILE, meta)
+    return ScanResult(out=out, meta=meta, skipped=found.skipped)
+
+
+def finish_meta(
+    meta: dict[str, Any],
+    options: ScanOptions,
+    inputs: Sequence[Path],
+    seconds: float,
+    timing: dict[str, Any],
+) -> None:
+    """Add what every scan's meta.json records: versions, options, inputs, timing."""
+    images = meta["counts"]["images"]
     meta.update(
         {
             "datagate_version": __version__,
             "schema_version": SCHEMA_VERSION,
             "signals": signal_versions(options.signals),
             "config": {**asdict(options), "signals": list(options.signals)},
-            "config_hash": config_hash,
+            "config_hash": options.config_hash(),
             "inputs": [str(p) for p in inputs],
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "timing": {
                 "seconds": round(seconds, 3),
-                "images_per_second": round(meta["counts"]["images"] / seconds, 1)
-                if seconds > 0
-                else None,
-                "workers": workers,
-                "chunks_computed": computed,
-                "chunks_resumed": resumed,
+                "images_per_second": round(images / seconds, 1) if seconds > 0 else None,
+                **timing,
             },
         }
     )
-    write_json(out / META_FILE, meta)
-    return ScanResult(out=out, meta=meta, skipped=found.skipped)
 
 
 def watermark_rate(mode: str, shards: Sequence[Shard]) -> float:

@@ -1,0 +1,59 @@
+"""The pre-commit gate on N unchanged images: cold run, then warm re-runs.
+
+    .venv/bin/python benchmarks/bench_precommit.py --images 10000
+
+Copies N of the scan benchmark's 512x512 JPEGs into a temporary data folder, runs
+``datagate precommit`` once (everything scanned, cache filled) and twice more with nothing
+changed (everything from the content cache), and reports wall time and peak RSS of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import measure  # noqa: E402
+from bench_scan import generate  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    args = parser.parse_args()
+    source = generate(max(args.images, 20_000))
+    files = sorted(source.rglob("*.jpg"))[: args.images]
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        data = repo / "data"
+        for i, f in enumerate(files):
+            sub = data / f"{i // 1000:03d}"
+            sub.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, sub / f.name)
+        (repo / "rules").mkdir()
+        (repo / "rules" / "default.yaml").write_text(
+            "rules:\n  - rule: decodable\n  - rule: exact_duplicates\n  - rule: near_duplicates\n"
+        )
+        cmd = [sys.executable, "-m", "datagate", "precommit", "data"]
+        results = []
+        for run in ("cold (cache empty)", "warm (nothing changed)", "warm again"):
+            import os
+
+            cwd = os.getcwd()
+            os.chdir(repo)
+            try:
+                m = measure(cmd)
+            finally:
+                os.chdir(cwd)
+            results.append({"run": run, "seconds": round(m.seconds, 2),
+                             "peak_rss_mib": round(m.peak_rss_mib, 1), "exit": m.returncode,
+                             "summary": m.output.strip().splitlines()[0] if m.output else ""})
+            print(json.dumps(results[-1]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The pre-commit gate: an incremental scan of a data repository, then its rules.
+
+Every commit re-judges the whole dataset (a human-share floor is a property of all of it),
+but only images whose content is new are decoded: everything else comes from the
+content-addressed cache under the repository's ``.datagate/`` folder. Outputs land there
+too (``.datagate/scan``, ``.datagate/manifests``, ``.datagate/report.*``); add
+``.datagate/`` to the repository's ``.gitignore``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from datagate.cache import ContentCache, content_key
+from datagate.enforce import EnforceResult, enforce
+from datagate.io import write_json, write_table
+from datagate.pipeline import (
+    IMAGES_FILE,
+    META_FILE,
+    ScanOptions,
+    make_executor,
+    compute_row,
+    finish_meta,
+)
+from datagate.policy import Policy
+from datagate.readers import discover, read_file
+from datagate.records import ImageRecord
+from datagate.schema import images_schema
+
+STATE_DIR = Path(".datagate")
+#: Below this many new images the work runs in-process (no worker start-up cost).
+PARALLEL_FROM = 64
+
+
+@dataclass
+class HookRun:
+    result: EnforceResult
+    images: int
+    cached: int
+    computed: int
+    seconds: float
+
+
+def compute_rows(records: list[ImageRecord], options: ScanOptions) -> list[dict[str, Any]]:
+    """Worker entry point: compute rows for records that already hold their bytes."""
+    return [compute_row(r, options) for r in records]
+
+
+def _identity(record: ImageRecord) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "shard": record.shard,
+        "member": record.member,
+        "reader": record.reader,
+        "meta": json.dumps(record.meta, sort_keys=True, default=str) if record.meta else None,
+    }
+
+
+def incremental_scan(
+    inputs: Sequence[Path], out: Path, options: ScanOptions, cache_dir: Path, workers: int
+) -> tuple[dict[str, Any], int, int]:
+    """Scan ``inputs`` into ``out`` reusing cached rows; returns (meta, cached, computed)."""
+    started = time.perf_counter()
+    found = discover(
+        list(inputs),
+        image_column=options.image_column,
+        exclude=[out.parent],
+        max_bytes=options.max_bytes,
+    )
+    schema = images_schema(options.signals)
+    cache = ContentCache(cache_dir, options.config_hash(), schema)
+    rows: list[dict[str, Any] | None] = []
+    misses: list[tuple[int, ImageRecord, str]] = []
+    shards_meta = []
+    for shard in found.shards:
+        count = 0
+        for record in shard.records():
+            count += 1
+            data = record.data
+            if record.error is None and data is None and record.path is not None:
+                try:
+                    data = read_file(record.path, options.max_bytes)
+                except (OSError, ValueError):
+                    data = None  # compute_row records the read error
+            if record.error is not None or data is None:
+                rows.append(compute_row(record, options))
+                continue
+            key = content_key(data, record.meta)
+            hit = cache.get(key)
+            if hit is not None:
+                rows.append({**hit, **_identity(record)})
+            else:
+                misses.append((len(rows), replace(record, data=data), key))
+                rows.append(None)
+        shards_meta.append({"id": shard.id, "kind": shard.kind, "images": count})
+    computed = _compute(misses, options, workers)
+    for (index, _, key), row in zip(misses, computed):
+        rows[index] = row
+        cache.put(key, row)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    write_table(out / IMAGES_FILE, table)
+    cache.save()
+    errors = table.num_rows - table.column("error").null_count
+    meta: dict[str, Any] = {
+        "counts": {
+            "images": table.num_rows,
+            "errors": errors,
+            "shards": len(found.shards),
+            "skipped_files": len(found.skipped),
+        },
+        "shards": shards_meta,
+        "skipped": [{"path": p, "reason": r} for p, r in found.skipped],
+    }
+    n_cached = table.num_rows - len(misses)
+    finish_meta(
+        meta,
+        options,
+        inputs,
+        time.perf_counter() - started,
+        {"workers": workers, "rows_cached": n_cached, "rows_computed": len(misses)},
+    )
+    write_json(out / META_FILE, meta)
+    return meta, n_cached, len(misses)
+
+
+def _compute(
+    misses: list[tuple[int, ImageRecord, str]], options: ScanOptions, workers: int
+) -> list[dict[str, Any]]:
+    records = [r for _, r, _ in misses]
+    if len(records) < PARALLEL_FROM or workers <= 1:
+        return compute_rows(records, options)
+    size = max(16, len(records) // (4 * workers))
+    batches = [records[i : i + size] for i in range(0, len(records), size)]
+    executor: Executor = make_executor(workers)
+    try:
+        results = list(executor.map(compute_rows, batches, [options] * len(batches)))
+    finally:
+        executor.shutdown()
+    return [row for batch in results for row in batch]
+
+
+def run_hook(
+    inputs: Sequence[Path],
+    policy: Policy,
+    *,
+    source: str,
+    state_dir: Path = STATE_DIR,
+    options: ScanOptions | None = None,
+    workers: int | None = None,
+) -> HookRun:
+    """Incrementally scan ``inputs`` and enforce ``policy``; outputs go to ``state_dir``."""
+    started = time.perf_counter()
+    options = options or ScanOptions()
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    scan_dir = state_dir / "scan"
+    meta, cached, computed = incremental_scan(
+        inputs, scan_dir, options, state_dir / "cache", workers
+    )
+    result = enforce(scan_dir, policy, source=source, out=state_dir)
+    return HookRun(
+        result, meta["counts"]["images"], cached, computed, time.perf_counter() - started
+    )

@@ -1,0 +1,140 @@
+"""The pre-commit gate, driven by the real pre-commit tool in a temporary git repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image, PngImagePlugin
+
+from datagate.pipeline import ScanOptions
+from datagate.policy import parse_policy
+from datagate.precommit import run_hook
+
+from .conftest import ROOT, photo
+
+POLICY = """\
+version: 1
+rules:
+  - rule: decodable
+  - rule: min_human
+    min: 0.7
+    unknown: not_human
+"""
+DATAGATE = Path(sys.executable).parent / "datagate"
+PRE_COMMIT = Path(sys.executable).parent / "pre-commit"
+
+
+def camera_photo(path: Path, seed: int) -> None:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "Canon EOS R5"
+    photo(seed, (320, 240)).save(path, "JPEG", exif=exif.tobytes())
+
+
+def generated(path: Path, seed: int) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a castle\nSteps: 30, Sampler: Euler a, Model: sdxl_base")
+    photo(seed, (320, 240)).save(path, "PNG", pnginfo=info)
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+           "PRE_COMMIT_HOME": str(repo.parent / "pre-commit-home")}
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture
+def data_repo(tmp_path: Path) -> Path:
+    if shutil.which("git") is None or not PRE_COMMIT.exists():
+        pytest.skip("git and pre-commit are needed")
+    repo = tmp_path / "repo"
+    (repo / "rules").mkdir(parents=True)
+    (repo / "data").mkdir()
+    (repo / "rules" / "default.yaml").write_text(POLICY)
+    (repo / ".gitignore").write_text(".datagate/\n")
+    # the hook as .pre-commit-hooks.yaml declares it, run from this environment's datagate
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    config = {"repos": [{"repo": "local", "hooks": [{
+        **{k: hook[k] for k in ("id", "name", "pass_filenames", "require_serial", "files")},
+        "entry": f"{DATAGATE} precommit",
+        "args": ["data"],
+        "language": "system",
+    }]}]}
+    (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
+    assert _git(repo, "init", "-q").returncode == 0
+    assert subprocess.run([str(PRE_COMMIT), "install"], cwd=repo, capture_output=True).returncode == 0
+    return repo
+
+
+def test_commit_of_human_photographs_passes_and_synthetic_flood_is_refused(data_repo: Path) -> None:
+    for i in range(4):
+        camera_photo(data_repo / "data" / f"photo{i}.jpg", i)
+    _git(data_repo, "add", ".")
+    ok = _git(data_repo, "commit", "-m", "add camera photographs")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert re.search(r"datagate data-quality gate\.+Passed", ok.stdout + ok.stderr)
+
+    for i in range(4):
+        generated(data_repo / "data" / f"gen{i}.png", 100 + i)
+    _git(data_repo, "add", ".")
+    refused = _git(data_repo, "commit", "-m", "add generated images")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "datagate: FAIL" in output
+    assert "min_human: human share 50.0% < 70% (4 human, 4 synthetic" in output
+    assert "4 unchanged from cache, 4 scanned" in output
+    log = _git(data_repo, "log", "--oneline")
+    assert log.stdout.count("\n") == 1  # the second commit did not happen
+
+
+def test_rerun_uses_the_content_cache(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(6):
+        camera_photo(data / f"p{i}.jpg", i)
+    policy = parse_policy(POLICY, "policy")
+    state = tmp_path / ".datagate"
+    first = run_hook([data], policy, source="p", state_dir=state, workers=1)
+    assert (first.cached, first.computed, first.result.passed) == (0, 6, True)
+    again = run_hook([data], policy, source="p", state_dir=state, workers=1)
+    assert (again.cached, again.computed) == (6, 0)
+    # same picture under a new name: served from cache, reported under its new key
+    shutil.copy(data / "p0.jpg", data / "copy.jpg")
+    generated(data / "g.png", 9)
+    third = run_hook([data], policy, source="p", state_dir=state, workers=1)
+    assert (third.cached, third.computed) == (7, 1)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(state / "scan" / "images.parquet")
+    keys = table.column("key").to_pylist()
+    assert "./copy.jpg" in keys and table.num_rows == 8
+    # rows from the cache equal a fresh scan's rows
+    from datagate.pipeline import scan
+
+    scan([data], tmp_path / "fresh", ScanOptions(), workers=1)
+    fresh = pq.read_table(tmp_path / "fresh" / "images.parquet")
+    assert table.sort_by("key").equals(fresh.sort_by("key"))
+
+
+@pytest.mark.slow
+def test_hook_manifest_installs_and_runs_with_pre_commit_try_repo(data_repo: Path) -> None:
+    """pre-commit builds the hook's own environment from this repository and runs it."""
+    if _git(ROOT, "rev-parse", "HEAD").returncode != 0:
+        pytest.skip("the datagate checkout is not a git repository")
+    camera_photo(data_repo / "data" / "photo.jpg", 1)
+    _git(data_repo, "add", ".")
+    proc = subprocess.run(
+        [str(PRE_COMMIT), "try-repo", str(ROOT), "datagate", "--all-files", "--verbose"],
+        cwd=data_repo, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PRE_COMMIT_HOME": str(data_repo.parent / "pre-commit-home")},
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "datagate: PASS" in output
