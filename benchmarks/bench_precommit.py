@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import measure  # noqa: E402
-from bench_scan import generate  # noqa: E402
+from _measure import measure
+from bench_scan import generate
 
 
 def main() -> None:
@@ -49,9 +49,15 @@ def main() -> None:
                 m = measure(cmd)
             finally:
                 os.chdir(cwd)
-            results.append({"run": run, "seconds": round(m.seconds, 2),
-                             "peak_rss_mib": round(m.peak_rss_mib, 1), "exit": m.returncode,
-                             "summary": m.output.strip().splitlines()[0] if m.output else ""})
+            results.append(
+                {
+                    "run": run,
+                    "seconds": round(m.seconds, 2),
+                    "peak_rss_mib": round(m.peak_rss_mib, 1),
+                    "exit": m.returncode,
+                    "summary": m.output.strip().splitlines()[0] if m.output else "",
+                }
+            )
             print(json.dumps(results[-1]), flush=True)
 
 

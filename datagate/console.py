@@ -91,7 +91,8 @@ def hook_summary(
     out.print(
         f"datagate: {verdict} · {images:,} images ({cached:,} unchanged from cache, "
         f"{computed:,} scanned) in {seconds:.1f} s",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
     for r in report["rules"]:
         if r["scope"] == "dataset" and r["passed"] is False:

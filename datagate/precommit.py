@@ -27,9 +27,9 @@ from datagate.pipeline import (
     IMAGES_FILE,
     META_FILE,
     ScanOptions,
-    make_executor,
     compute_row,
     finish_meta,
+    make_executor,
 )
 from datagate.policy import Policy
 from datagate.readers import discover, read_file
@@ -39,6 +39,8 @@ from datagate.schema import images_schema
 STATE_DIR = Path(".datagate")
 #: Below this many new images the work runs in-process (no worker start-up cost).
 PARALLEL_FROM = 64
+#: New images held in memory at most before their rows are computed.
+FLUSH_EVERY = 1024
 
 
 @dataclass
@@ -80,7 +82,18 @@ def incremental_scan(
     cache = ContentCache(cache_dir, options.config_hash(), schema)
     rows: list[dict[str, Any] | None] = []
     misses: list[tuple[int, ImageRecord, str]] = []
+    n_computed = 0
     shards_meta = []
+    computer = _Computer(options, workers)
+
+    def flush() -> None:
+        nonlocal misses, n_computed
+        for (index, _, key), row in zip(misses, computer.rows([r for _, r, _ in misses])):
+            rows[index] = row
+            cache.put(key, row)
+        n_computed += len(misses)
+        misses = []  # drop the bytes: memory stays bounded by one batch
+
     for shard in found.shards:
         count = 0
         for record in shard.records():
@@ -101,11 +114,11 @@ def incremental_scan(
             else:
                 misses.append((len(rows), replace(record, data=data), key))
                 rows.append(None)
+                if len(misses) >= FLUSH_EVERY:
+                    flush()
         shards_meta.append({"id": shard.id, "kind": shard.kind, "images": count})
-    computed = _compute(misses, options, workers)
-    for (index, _, key), row in zip(misses, computed):
-        rows[index] = row
-        cache.put(key, row)
+    flush()
+    computer.close()
     table = pa.Table.from_pylist(rows, schema=schema)
     write_table(out / IMAGES_FILE, table)
     cache.save()
@@ -120,32 +133,39 @@ def incremental_scan(
         "shards": shards_meta,
         "skipped": [{"path": p, "reason": r} for p, r in found.skipped],
     }
-    n_cached = table.num_rows - len(misses)
+    n_cached = table.num_rows - n_computed
     finish_meta(
         meta,
         options,
         inputs,
         time.perf_counter() - started,
-        {"workers": workers, "rows_cached": n_cached, "rows_computed": len(misses)},
+        {"workers": workers, "rows_cached": n_cached, "rows_computed": n_computed},
     )
     write_json(out / META_FILE, meta)
-    return meta, n_cached, len(misses)
+    return meta, n_cached, n_computed
 
 
-def _compute(
-    misses: list[tuple[int, ImageRecord, str]], options: ScanOptions, workers: int
-) -> list[dict[str, Any]]:
-    records = [r for _, r, _ in misses]
-    if len(records) < PARALLEL_FROM or workers <= 1:
-        return compute_rows(records, options)
-    size = max(16, len(records) // (4 * workers))
-    batches = [records[i : i + size] for i in range(0, len(records), size)]
-    executor: Executor = make_executor(workers)
-    try:
-        results = list(executor.map(compute_rows, batches, [options] * len(batches)))
-    finally:
-        executor.shutdown()
-    return [row for batch in results for row in batch]
+class _Computer:
+    """Computes rows for new images: in-process for a few, on a worker pool for many."""
+
+    def __init__(self, options: ScanOptions, workers: int) -> None:
+        self.options = options
+        self.workers = workers
+        self._executor: Executor | None = None
+
+    def rows(self, records: list[ImageRecord]) -> list[dict[str, Any]]:
+        if len(records) < PARALLEL_FROM or self.workers <= 1:
+            return compute_rows(records, self.options)
+        if self._executor is None:
+            self._executor = make_executor(self.workers)
+        size = max(16, len(records) // (4 * self.workers))
+        batches = [records[i : i + size] for i in range(0, len(records), size)]
+        done = self._executor.map(compute_rows, batches, [self.options] * len(batches))
+        return [row for batch in done for row in batch]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
 
 
 def run_hook(

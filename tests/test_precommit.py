@@ -44,9 +44,14 @@ def generated(path: Path, seed: int) -> None:
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-           "PRE_COMMIT_HOME": str(repo.parent / "pre-commit-home")}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "PRE_COMMIT_HOME": str(repo.parent / "pre-commit-home"),
+    }
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env)
 
 
@@ -61,15 +66,29 @@ def data_repo(tmp_path: Path) -> Path:
     (repo / ".gitignore").write_text(".datagate/\n")
     # the hook as .pre-commit-hooks.yaml declares it, run from this environment's datagate
     (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
-    config = {"repos": [{"repo": "local", "hooks": [{
-        **{k: hook[k] for k in ("id", "name", "pass_filenames", "require_serial", "files")},
-        "entry": f"{DATAGATE} precommit",
-        "args": ["data"],
-        "language": "system",
-    }]}]}
+    config = {
+        "repos": [
+            {
+                "repo": "local",
+                "hooks": [
+                    {
+                        **{
+                            k: hook[k]
+                            for k in ("id", "name", "pass_filenames", "require_serial", "files")
+                        },
+                        "entry": f"{DATAGATE} precommit",
+                        "args": ["data"],
+                        "language": "system",
+                    }
+                ],
+            }
+        ]
+    }
     (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
     assert _git(repo, "init", "-q").returncode == 0
-    assert subprocess.run([str(PRE_COMMIT), "install"], cwd=repo, capture_output=True).returncode == 0
+    assert (
+        subprocess.run([str(PRE_COMMIT), "install"], cwd=repo, capture_output=True).returncode == 0
+    )
     return repo
 
 
@@ -132,7 +151,10 @@ def test_hook_manifest_installs_and_runs_with_pre_commit_try_repo(data_repo: Pat
     _git(data_repo, "add", ".")
     proc = subprocess.run(
         [str(PRE_COMMIT), "try-repo", str(ROOT), "datagate", "--all-files", "--verbose"],
-        cwd=data_repo, capture_output=True, text=True, timeout=900,
+        cwd=data_repo,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={**os.environ, "PRE_COMMIT_HOME": str(data_repo.parent / "pre-commit-home")},
     )
     output = proc.stdout + proc.stderr
