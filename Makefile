@@ -15,7 +15,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint format bench bench-watermark clean
+.PHONY: help install demo report-screenshot test test-all lint format bench bench-watermark clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -41,7 +41,17 @@ demo: $(STAMP) ## Build example shards, scan them, enforce the default and a tru
 		test $$rc -le 1; }
 	@echo; echo "== datagate enforce --rules trusted-sources.yaml (unknown origin counted as human)"
 	cd examples && $(DATAGATE) enforce --rules trusted-sources.yaml --out datagate-out/trusted
-	@echo; echo "Reports: examples/datagate-out/report.md and examples/datagate-out/trusted/report.md"
+	@echo; echo "Reports: examples/datagate-out/report.{md,html,json} and examples/datagate-out/trusted/"
+
+REPORT ?= examples/datagate-out/report.html
+report-screenshot: ## PNG of the demo's report.html in headless Chromium (run `make demo` first)
+	@test -f $(REPORT) || { echo "no $(REPORT): run 'make demo' first"; exit 2; }
+	@command -v chromium >/dev/null || apt-get install -y -q chromium
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+		--disable-background-networking --disable-component-update --disable-sync \
+		--user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=1280,2400 \
+		--screenshot=$(REPORT:.html=.png) file://$(abspath $(REPORT)) 2>/dev/null
+	@echo "screenshot: $(REPORT:.html=.png)"
 
 test: $(STAMP) ## Run the test suite (fast; no network, no GPU)
 	$(PY) -m pytest -q

@@ -191,6 +191,30 @@ def enforce(
 
 
 @app.command()
+def report(
+    scan_dir: Annotated[
+        Path, typer.Argument(help="Scan folder written by `datagate scan`.")
+    ] = DEFAULT_SCAN_DIR,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Where `datagate enforce` wrote (default: beside the scan)."
+        ),
+    ] = None,
+) -> int:
+    """Re-render report.md and report.html from a scan and its decisions (nothing recomputed)."""
+    from datagate import console
+    from datagate.enforce import rerender
+
+    result = rerender(scan_dir, out)
+    outputs = result["outputs"]
+    console.out.print(
+        f"report: {outputs['report_md']}, {outputs.get('report_html')}", soft_wrap=True
+    )
+    return ExitCode.OK
+
+
+@app.command()
 def precommit(
     paths: Annotated[
         list[Path] | None,

@@ -145,4 +145,4 @@ def enforce_summary(report: dict[str, Any]) -> None:
     )
     o = report["outputs"]
     out.print(f"manifests: {o['kept']}, {o['rejected']}")
-    out.print(f"report: {o['report_md']} (json: {o['report_json']})")
+    out.print(f"report: {o['report_md']} · {o.get('report_html')} (json: {o['report_json']})")

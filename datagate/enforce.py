@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from datagate.errors import InputError
 from datagate.io import write_json, write_table, write_text
-from datagate.pipeline import load_scan
+from datagate.pipeline import META_FILE, load_scan
 from datagate.policy import Policy, policy_digest
-from datagate.report import build_report, render_markdown
+from datagate.report import build_report, render_markdown, select_galleries
+from datagate.report_html import render_html
 from datagate.rules import Decision, apply_policy
 
 KEPT = "manifests/kept.parquet"
 REJECTED = "manifests/rejected.parquet"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 
 
 @dataclass
@@ -55,12 +60,19 @@ def enforce(
     kept = table.filter(kept_mask)
     rejected = table.filter(pa.compute.invert(kept_mask))
     rejected_idx = (~decision.kept).nonzero()[0]
-    rejected = rejected.append_column(
-        pa.field("rule_id", pa.string(), nullable=False),
-        pa.array(decision.rule_id[rejected_idx].tolist(), pa.string()),
-    ).append_column(
-        pa.field("reason", pa.string(), nullable=False),
-        pa.array(decision.reason[rejected_idx].tolist(), pa.string()),
+    rejected = (
+        rejected.append_column(
+            pa.field("rule_id", pa.string(), nullable=False),
+            pa.array(decision.rule_id[rejected_idx].tolist(), pa.string()),
+        )
+        .append_column(
+            pa.field("reason", pa.string(), nullable=False),
+            pa.array(decision.reason[rejected_idx].tolist(), pa.string()),
+        )
+        .append_column(
+            pa.field("duplicate_of", pa.string()),
+            pa.array(decision.duplicate_of[rejected_idx].tolist(), pa.string()),
+        )
     )
     write_table(out / KEPT, kept)
     write_table(out / REJECTED, rejected)
@@ -69,6 +81,7 @@ def enforce(
         "rejected": str(out / REJECTED),
         "report_json": str(out / REPORT_JSON),
         "report_md": str(out / REPORT_MD),
+        "report_html": str(out / REPORT_HTML),
     }
     report = build_report(
         table,
@@ -83,5 +96,29 @@ def enforce(
         outputs=outputs,
     )
     write_json(out / REPORT_JSON, report)
-    write_text(out / REPORT_MD, render_markdown(report))
+    write_reports(report, meta, out)
     return EnforceResult(report=report, decision=decision, out=out)
+
+
+def write_reports(report: dict[str, Any], scan_meta: dict[str, Any], out: Path) -> None:
+    """Render report.md and report.html from a report and the manifests beside it."""
+    kept = pq.read_table(out / KEPT)
+    rejected = pq.read_table(out / REJECTED)
+    galleries = select_galleries(report, kept, rejected, scan_meta)
+    write_text(out / REPORT_MD, render_markdown(report))
+    write_text(out / REPORT_HTML, render_html(report, galleries))
+
+
+def rerender(scan_dir: Path, out: Path | None = None) -> dict[str, Any]:
+    """Re-render every report from a scan and its recorded decisions; nothing is recomputed."""
+    out = out if out is not None else default_out(scan_dir)
+    path = out / REPORT_JSON
+    if not path.exists() or not (out / KEPT).exists():
+        raise InputError(
+            f"{out}: no decisions to report (expected {REPORT_JSON} and {KEPT})",
+            hint=f"run `datagate enforce {scan_dir}` first, or pass --out where it wrote",
+        )
+    report: dict[str, Any] = json.loads(path.read_text())
+    meta = json.loads((scan_dir / META_FILE).read_text()) if (scan_dir / META_FILE).exists() else {}
+    write_reports(report, meta, out)
+    return report

@@ -371,6 +371,7 @@ def _merge(
                 {
                     "id": shard.id,
                     "kind": shard.kind,
+                    "path": str(shard.location.resolve()),
                     "images": shard_images,
                     "errors": shard_errors,
                 }

@@ -116,7 +116,14 @@ def incremental_scan(
                 rows.append(None)
                 if len(misses) >= FLUSH_EVERY:
                     flush()
-        shards_meta.append({"id": shard.id, "kind": shard.kind, "images": count})
+        shards_meta.append(
+            {
+                "id": shard.id,
+                "kind": shard.kind,
+                "path": str(shard.location.resolve()),
+                "images": count,
+            }
+        )
     flush()
     computer.close()
     table = pa.Table.from_pylist(rows, schema=schema)

@@ -101,6 +101,11 @@ def build_report(
             "kept": composition(table, decision.kept),
         },
         "shards": shard_breakdown(table, decision),
+        "sources": _counts(
+            np.asarray(table.column("reader").to_numpy(zero_copy_only=False))[
+                decision.kept
+            ].tolist()
+        ),
         "policy": policy,
         "scan": {
             "datagate_version": scan_meta.get("datagate_version"),
@@ -155,6 +160,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if r["scope"] == "image":
             lines.append(f"| `{r['id']}` | {r['rejected']:,} |")
     lines += _composition_markdown(report.get("composition", {}))
+    lines += nutrition_label(report)
     shards = report["shards"]
     lines += [
         "",
@@ -203,4 +209,142 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
         lines += [
             f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."
         ]
+    return lines
+
+
+# --------------------------------------------------------------------------- galleries
+
+GALLERY_SIZE = 12
+DUPLICATE_PAIRS = 8
+QUALITY_KEYS = ("brightness", "contrast", "blur", "entropy", "aspect_ratio")
+
+
+def select_galleries(
+    report: dict[str, Any], kept: pa.Table, rejected: pa.Table, scan_meta: dict[str, Any]
+) -> dict[str, list[dict[str, Any]]]:
+    """Pick the images the HTML report shows and load their thumbnails (bounded count)."""
+    from datagate.gallery import load_thumbnails
+
+    # rejected: round-robin over the rules, so every rule that fired is shown
+    by_rule: dict[str, list[dict[str, Any]]] = {}
+    for row in rejected.select(["key", "shard", "member", "rule_id", "reason"]).to_pylist():
+        by_rule.setdefault(row["rule_id"], []).append(row)
+    chosen: list[dict[str, Any]] = []
+    while len(chosen) < GALLERY_SIZE and any(by_rule.values()):
+        for rows in by_rule.values():
+            if rows and len(chosen) < GALLERY_SIZE:
+                chosen.append(rows.pop(0))
+    rejected_items = [
+        {
+            "key": r["key"],
+            "shard": r["shard"],
+            "member": r["member"],
+            "caption": f"{r['rule_id']}: {r['reason']}",
+        }
+        for r in chosen
+    ]
+    # duplicates: dropped copy beside the kept original
+    duplicates: list[dict[str, Any]] = []
+    if "duplicate_of" in rejected.column_names:
+        dups = [
+            r
+            for r in rejected.select(["key", "shard", "member", "duplicate_of"]).to_pylist()
+            if r["duplicate_of"]
+        ][:DUPLICATE_PAIRS]
+        wanted = {r["duplicate_of"] for r in dups}
+        where = {
+            r["key"]: r
+            for r in kept.select(["key", "shard", "member"]).to_pylist()
+            if r["key"] in wanted
+        }
+        for r in dups:
+            original = where.get(r["duplicate_of"])
+            if original is None:
+                continue
+            duplicates.append(
+                {
+                    "key": r["key"],
+                    "shard": r["shard"],
+                    "member": r["member"],
+                    "caption": f"copy: {r['key']}",
+                    "original": {**original, "caption": f"kept: {original['key']}"},
+                }
+            )
+    borderline = _borderline(report, kept)
+    items = [*rejected_items, *duplicates, *[d["original"] for d in duplicates], *borderline]
+    thumbs = load_thumbnails(scan_meta, [(i["shard"], i["member"]) for i in items])
+    for item in items:
+        item["thumb"] = thumbs.get((item["shard"], item["member"]))
+    return {"rejected": rejected_items, "duplicates": duplicates, "borderline": borderline}
+
+
+def _borderline(report: dict[str, Any], kept: pa.Table) -> list[dict[str, Any]]:
+    """Kept images whose quality measures are closest (relatively) to a rule's bound."""
+    bounds: list[tuple[str, float]] = []
+    for rule in report["rules"]:
+        if rule["rule"] != "quality":
+            continue
+        for name in QUALITY_KEYS:
+            for side in ("min", "max"):
+                limit = (rule["params"].get(name) or {}).get(side)
+                if limit is not None and name in kept.column_names:
+                    bounds.append((name, float(limit)))
+    if not bounds or kept.num_rows == 0:
+        return []
+    margin = np.full(kept.num_rows, np.inf)
+    which = np.full(kept.num_rows, "", dtype=object)
+    for name, limit in bounds:
+        values = np.asarray(kept.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+        rel = np.abs(values - limit) / max(abs(limit), 1e-6)
+        closer = np.nan_to_num(rel, nan=np.inf) < margin
+        margin[closer] = rel[closer]
+        which[closer] = [f"{name} {v:.3g} (bound {limit:g})" for v in values[closer]]
+    order = np.argsort(margin, kind="stable")[:GALLERY_SIZE]
+    rows = kept.select(["key", "shard", "member"]).take(pa.array(order)).to_pylist()
+    return [
+        {**r, "caption": f"{which[i]}: {r['key']}"}
+        for r, i in zip(rows, order.tolist())
+        if np.isfinite(margin[i])
+    ]
+
+
+def nutrition_label(report: dict[str, Any]) -> list[str]:
+    """The dataset card section: what the kept set is made of, and how it was judged."""
+    kept = report.get("composition", {}).get("kept", {})
+    origin = kept.get("origin", {})
+    total = report["counts"]["kept"] or 1
+    by_kind: dict[str, int] = report.get("sources", {})
+    dup = {
+        r["id"]: r["rejected"]
+        for r in report["rules"]
+        if r["rule"] in ("exact_duplicates", "near_duplicates")
+    }
+    generators = kept.get("generator", {})
+    lines = [
+        "",
+        "### Dataset nutrition label",
+        "",
+        "| | kept set |",
+        "|---|---|",
+        f"| images | {report['counts']['kept']:,} of {report['counts']['images']:,} scanned |",
+        "| origin | "
+        + ", ".join(
+            f"{k} {origin.get(k, 0):,} ({origin.get(k, 0) / total:.0%})"
+            for k in ("human", "synthetic", "unknown")
+        )
+        + " |",
+        "| generation | not recorded (no generation signal) |",
+        "| source | "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(by_kind.items()))
+        + f" ({len(report['shards'])} shards) |",
+        "| generators | "
+        + (", ".join(f"`{k}` {v:,}" for k, v in list(generators.items())[:5]) or "none named")
+        + " |",
+        "| diversity | not measured (no embedding signal) |",
+        "| duplicates removed | "
+        + (", ".join(f"{k} {v:,}" for k, v in dup.items()) or "no duplicate rules")
+        + " |",
+        "| rules | " + ", ".join(f"`{r['id']}`" for r in report["rules"]) + " |",
+        f"| datagate | {report['datagate_version']} |",
+    ]
     return lines

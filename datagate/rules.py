@@ -60,6 +60,7 @@ class Decision:
     kept: BoolArray
     rule_id: ObjArray
     reason: ObjArray
+    duplicate_of: ObjArray  # key of the kept original, for rows rejected as duplicates
     outcomes: list[RuleOutcome]
 
     @property
@@ -96,6 +97,10 @@ def _reasons(n: int, mask: BoolArray, make: Callable[[int], str]) -> ObjArray:
 
 
 # --------------------------------------------------------------------------- image rules
+
+#: Duplicate rules also return, under this key of their details, the key of each dropped
+#: row's original; the engine moves it to ``Decision.duplicate_of``.
+DUPLICATE_OF = "duplicate_of"
 
 ImageRuleFn = Callable[[Any, pa.Table, BoolArray], tuple[BoolArray, ObjArray, dict[str, Any]]]
 
@@ -215,8 +220,11 @@ def _exact_duplicates(
         bad[candidates[dup]] = True
         first_of[candidates] = first_rows
     keys = _str(t, "key")
-    reasons = _reasons(n, bad, lambda r: f"exact duplicate of {keys[first_of[r]]} (same sha256)")
-    return bad, reasons, {"groups": len(np.unique(first_of[bad])) if bad.any() else 0}
+    originals = np.full(n, None, dtype=object)
+    originals[bad] = keys[first_of[bad]]
+    reasons = _reasons(n, bad, lambda r: f"exact duplicate of {originals[r]} (same sha256)")
+    groups = len(np.unique(first_of[bad])) if bad.any() else 0
+    return bad, reasons, {"groups": groups, DUPLICATE_OF: originals}
 
 
 def _near_duplicates(
@@ -239,15 +247,17 @@ def _near_duplicates(
         preference = np.arange(rows.size)
     dropped, dup_of, dist = dedup.greedy_keep(rows.size, i, j, d, preference.astype(np.int64))
     keys = _str(t, "key")
+    originals = np.full(n, None, dtype=object)
     label = "dHash" if rule.hash == "dhash" else "pHash"
     for local in np.flatnonzero(dropped).tolist():
         row = rows[local]
         bad[row] = True
+        originals[row] = keys[rows[dup_of[local]]]
         reasons[row] = (
-            f"near duplicate of {keys[rows[dup_of[local]]]} ({label} distance {dist[local]} "
+            f"near duplicate of {originals[row]} ({label} distance {dist[local]} "
             f"<= {rule.max_distance})"
         )
-    return bad, reasons, {"pairs": len(i)}
+    return bad, reasons, {"pairs": len(i), DUPLICATE_OF: originals}
 
 
 def _provenance(
@@ -425,6 +435,7 @@ def apply_policy(table: pa.Table, policy: Policy) -> Decision:
     n = table.num_rows
     rule_id = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
+    duplicate_of = np.full(n, None, dtype=object)
     kept = np.ones(n, dtype=bool)
     outcomes: list[RuleOutcome] = []
     for rule in policy.image_rules():
@@ -433,6 +444,9 @@ def apply_policy(table: pa.Table, policy: Policy) -> Decision:
         kept &= ~newly
         rule_id[newly] = rule.rule_id
         reason[newly] = reasons[newly]
+        originals = details.pop(DUPLICATE_OF, None)
+        if originals is not None:
+            duplicate_of[newly] = originals[newly]
         count = int(newly.sum())
         outcomes.append(
             RuleOutcome(
@@ -451,4 +465,6 @@ def apply_policy(table: pa.Table, policy: Policy) -> Decision:
         )
         DATASET_RULES[type(rule)](rule, table, kept, outcome)
         outcomes.append(outcome)
-    return Decision(kept=kept, rule_id=rule_id, reason=reason, outcomes=outcomes)
+    return Decision(
+        kept=kept, rule_id=rule_id, reason=reason, duplicate_of=duplicate_of, outcomes=outcomes
+    )

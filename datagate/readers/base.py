@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from datagate.records import ImageRecord
@@ -29,6 +29,11 @@ class Shard(Protocol):
     kind: str
     fingerprint: str
     size_hint: int | None
+
+    @property
+    def location(self) -> Path:
+        """Where the shard lives (a folder, or the tar/Parquet file)."""
+        ...
 
     def records(self) -> Iterator[ImageRecord]: ...
 

@@ -38,6 +38,10 @@ class FolderShard:
         self.fingerprint = digest.hexdigest()
         self.size_hint = len(self.files)
 
+    @property
+    def location(self) -> Path:
+        return self.directory
+
     def records(self) -> Iterator[ImageRecord]:
         for name in self.files:
             path = self.directory / name

@@ -108,6 +108,10 @@ class ParquetShard:
         st = os.stat(self.path)
         self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{self.image_column}"
 
+    @property
+    def location(self) -> Path:
+        return self.path
+
     def records(self) -> Iterator[ImageRecord]:
         assert self.image_column is not None
         pf = pq.ParquetFile(self.path)

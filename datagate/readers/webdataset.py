@@ -78,6 +78,10 @@ class WebDatasetShard:
         st = os.stat(self.path)
         self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
 
+    @property
+    def location(self) -> Path:
+        return self.path
+
     def records(self) -> Iterator[ImageRecord]:
         sample_key: str | None = None
         images: list[ImageRecord] = []

@@ -1,0 +1,118 @@
+"""report.html: self-contained, and correct in a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datagate.cli import main
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium; installed by the test setup when missing (CI machines start bare)."""
+    found = shutil.which("chromium")
+    if found is None and shutil.which("apt-get") and sys.platform.startswith("linux"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True)
+        if shutil.which("chromium") is None:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("headless Chromium is not available and could not be installed")
+    return found
+
+
+def load(chromium: str, page: Path, profile: Path) -> tuple[str, list[str]]:
+    """The page's DOM after scripts ran, and every console message it produced."""
+    proc = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return proc.stdout, console
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from make_demo_shards import build
+    finally:
+        sys.path.pop(0)
+    root = tmp_path_factory.mktemp("html")
+    build(root / "shards", per_source=3)
+    assert main(["scan", str(root / "shards"), "--out", str(root / "scan"), "-q"]) == 0
+    assert main(["enforce", str(root / "scan"), "--out", str(root / "out"), "-q"]) == 1
+    return root / "out"
+
+
+def test_report_html_is_self_contained_and_bounded(report_dir: Path) -> None:
+    html = (report_dir / "report.html").read_text()
+    assert len(html.encode()) < 1_000_000
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched
+    assert "<link" not in html and "@import" not in html
+    assert html.count("data:image/jpeg;base64,") >= 10  # galleries carry inline thumbnails
+
+
+def test_report_html_in_headless_chromium(chromium: str, report_dir: Path, tmp_path: Path) -> None:
+    report = json.loads((report_dir / "report.json").read_text())
+    dom, console = load(chromium, report_dir / "report.html", tmp_path / "profile")
+    assert console == [], console  # no console errors (the page logs nothing at all)
+    assert 'data-ready="true"' in dom  # the inline script ran to its end
+    assert re.search(r'id="verdict"[^>]*>FAIL<', dom)
+    c = report["counts"]
+    for number, label in (
+        (c["images"], "images scanned"),
+        (c["kept"], "kept"),
+        (c["rejected"], "rejected"),
+    ):
+        assert re.search(rf"<b>{number:,}</b><span>{label}</span>", dom), label
+    kept_human = report["composition"]["kept"]["origin"]["human"]
+    assert f"<b>{kept_human:,}</b><span>kept, human-made</span>" in dom
+    for rule in report["rules"]:
+        assert f"<code>{rule['id']}</code>" in dom
+    assert "Duplicates (dropped copy, then the kept original)" in dom and 'class="pair"' in dom
+
+
+def test_console_check_catches_a_broken_page(chromium: str, tmp_path: Path) -> None:
+    page = tmp_path / "broken.html"
+    page.write_text("<!doctype html><body><script>undefinedFunction();</script></body>")
+    _, console = load(chromium, page, tmp_path / "profile")
+    assert any("undefinedFunction" in line for line in console)
+
+
+def test_report_command_rerenders_without_recomputing(report_dir: Path, tmp_path: Path) -> None:
+    scan_dir = report_dir.parent / "scan"
+    before = (report_dir / "report.json").read_text()
+    (report_dir / "report.html").unlink()
+    (report_dir / "report.md").unlink()
+    rejected_mtime = (report_dir / "manifests" / "rejected.parquet").stat().st_mtime_ns
+    assert main(["report", str(scan_dir), "--out", str(report_dir)]) == 0
+    assert (report_dir / "report.html").exists() and (report_dir / "report.md").exists()
+    assert (report_dir / "report.json").read_text() == before
+    assert (report_dir / "manifests" / "rejected.parquet").stat().st_mtime_ns == rejected_mtime
+    assert main(["report", str(scan_dir), "--out", str(tmp_path)]) == 2  # no decisions there
