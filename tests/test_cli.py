@@ -104,6 +104,12 @@ def test_enforce_min_human_fails_honestly_without_provenance(
     md = (out / "report.md").read_text()
     assert "## ❌ datagate: FAIL" in md and "| `min_human` | **FAIL** |" in md
     assert f"| human | {counts['human']:,} |" in md and "### Composition (kept / scanned)" in md
+    assert "### Dataset nutrition label" in md and "| duplicates removed |" in md
+    assert len(md) < 65_536  # fits a GitHub pull-request comment
+    assert rejected.column("duplicate_of").null_count < rejected.num_rows
+    dup_rows = [r for r in rejected.to_pylist() if r["rule_id"].endswith("duplicates")]
+    kept_keys = set(kept.column("key").to_pylist())
+    assert dup_rows and all(r["duplicate_of"] in kept_keys for r in dup_rows)
 
 
 def test_enforce_passes_with_trusted_sources_policy(scanned: Path, tmp_path: Path) -> None:
