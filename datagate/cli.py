@@ -34,6 +34,22 @@ app.add_typer(rules_app, name="rules")
 
 _state = {"debug": False}
 
+ScanDirArg = Annotated[Path, typer.Argument(help="Scan folder written by `datagate scan`.")]
+RulesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--rules",
+        "-r",
+        help="Rules file (default: ./rules/default.yaml if present, else the shipped policy).",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -96,12 +112,8 @@ def scan(
         ),
     ] = "off",
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")
-    ] = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> int:
     """Scan images into a Parquet table of signals (integrity, hashes, quality).
 
@@ -136,17 +148,8 @@ def scan(
 
 @app.command()
 def enforce(
-    scan_dir: Annotated[
-        Path, typer.Argument(help="Scan folder written by `datagate scan`.")
-    ] = DEFAULT_SCAN_DIR,
-    rules: Annotated[
-        Path | None,
-        typer.Option(
-            "--rules",
-            "-r",
-            help="Rules file (default: ./rules/default.yaml if present, else the shipped policy).",
-        ),
-    ] = None,
+    scan_dir: ScanDirArg = DEFAULT_SCAN_DIR,
+    rules: RulesOption = None,
     min_human: Annotated[
         float | None,
         typer.Option(help="Override min_human.min: floor on the share of human-made images."),
@@ -163,12 +166,8 @@ def enforce(
             help="Output folder (default: beside the scan: datagate-out/ for datagate-out/scan).",
         ),
     ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the verdict and rule outcomes as JSON on stdout.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")
-    ] = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> int:
     """Apply rules to a scan: write kept/rejected manifests and reports; exit 1 on failure."""
     from datagate import console
@@ -192,9 +191,7 @@ def enforce(
 
 @app.command()
 def report(
-    scan_dir: Annotated[
-        Path, typer.Argument(help="Scan folder written by `datagate scan`.")
-    ] = DEFAULT_SCAN_DIR,
+    scan_dir: ScanDirArg = DEFAULT_SCAN_DIR,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -223,12 +220,7 @@ def precommit(
             show_default=False,
         ),
     ] = None,
-    rules: Annotated[
-        Path | None,
-        typer.Option(
-            "--rules", "-r", help="Rules file (default: ./rules/default.yaml, else shipped)."
-        ),
-    ] = None,
+    rules: RulesOption = None,
     state_dir: Annotated[
         Path, typer.Option(help="Cache and outputs (add it to .gitignore).")
     ] = Path(".datagate"),

@@ -70,3 +70,16 @@ def image_folder(tmp_path: Path) -> Path:
         (sub / f"img{i:02d}.jpg").write_bytes(jpeg_bytes(photo(i)))
     (root / "README.md").write_text("not an image")
     return root
+
+
+def build_demo(dest: Path, per_source: int = 3) -> Path:
+    """The example shards (examples/make_demo_shards.py), small, written to ``dest``."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from make_demo_shards import build
+    finally:
+        sys.path.pop(0)
+    build(dest, per_source=per_source)
+    return dest

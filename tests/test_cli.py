@@ -13,19 +13,12 @@ import pytest
 from datagate import __version__
 from datagate.cli import main
 
-from .conftest import DATA, ROOT
+from .conftest import DATA, ROOT, build_demo
 
 
 @pytest.fixture(scope="module")
 def demo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        from make_demo_shards import build
-    finally:
-        sys.path.pop(0)
-    out = tmp_path_factory.mktemp("demo") / "shards"
-    build(out, per_source=3)
-    return out
+    return build_demo(tmp_path_factory.mktemp("demo") / "shards")
 
 
 @pytest.fixture(scope="module")

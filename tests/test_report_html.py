@@ -13,6 +13,8 @@ import pytest
 
 from datagate.cli import main
 
+from .conftest import build_demo
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -56,15 +58,8 @@ def load(chromium: str, page: Path, profile: Path) -> tuple[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from .conftest import ROOT
-
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        from make_demo_shards import build
-    finally:
-        sys.path.pop(0)
     root = tmp_path_factory.mktemp("html")
-    build(root / "shards", per_source=3)
+    build_demo(root / "shards")
     assert main(["scan", str(root / "shards"), "--out", str(root / "scan"), "-q"]) == 0
     assert main(["enforce", str(root / "scan"), "--out", str(root / "out"), "-q"]) == 1
     return root / "out"
