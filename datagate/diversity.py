@@ -1,0 +1,106 @@
+"""Diversity of a set of embeddings, in O(n·d^2) time and O(d^2) memory — never n x n.
+
+* **Vendi score** (Friedman & Dieng, 2023) of order q: the exponential of the Rényi entropy
+  of the eigenvalues of K/n, where K is the cosine-similarity matrix of the n embeddings.
+  K/n = X X^T/n shares its non-zero eigenvalues with the d x d matrix C = X^T X / n of the
+  row-normalised embeddings X, so C is accumulated in chunks and only C is decomposed.
+  The score is an "effective number of distinct items": 1 for n copies of one image, up to
+  min(n, d) for embeddings spread evenly over every direction.
+* **Diversity index** in [0, 1]: ``log(Vendi) / log(d)``. It is 0 for a collapsed set (one
+  item repeated), 1 for a set spread evenly over all d directions, does not depend on n
+  once n is well above the effective number of items (a random subsample of a dataset gets
+  the same index), and falls as a dataset collapses onto fewer modes (images replaced by
+  near-copies of a few others). Replacing images by near-copies of *random* others keeps
+  the distribution, and so the index, unchanged: exact and near duplicates are the job of
+  the duplicate rules, not of this index.
+* **Mean pairwise cosine distance** in O(n·d): 1 - (||sum x_i||^2 - n) / (n(n - 1)).
+* **Cluster coverage**: the share of k-means clusters (fitted on a reference set, e.g. the
+  scanned set) that still hold at least one image of a subset (e.g. the kept set).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+FloatArray = np.ndarray[Any, np.dtype[np.floating[Any]]]
+CHUNK_ROWS = 65_536
+
+
+def normalise(x: FloatArray) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Rows scaled to unit length (float32); all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    out: np.ndarray[Any, np.dtype[np.float32]] = np.zeros_like(x)
+    np.divide(x, norms, out=out, where=norms > 0)
+    return out
+
+
+def covariance(x: FloatArray) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """C = X^T X / n of the row-normalised embeddings, accumulated chunk by chunk."""
+    n, d = x.shape
+    c = np.zeros((d, d), dtype=np.float64)
+    for start in range(0, n, CHUNK_ROWS):
+        chunk = normalise(x[start : start + CHUNK_ROWS]).astype(np.float64)
+        c += chunk.T @ chunk  # float64: float32 sums leave spurious small eigenvalues
+    c /= max(n, 1)
+    return c
+
+
+def vendi_from_eigenvalues(eigenvalues: FloatArray, q: float = 1.0) -> float:
+    lam = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    total = lam.sum()
+    if total <= 0:
+        return 1.0
+    lam = lam[lam > 0] / total
+    if q == 1.0:
+        return float(math.exp(-(lam * np.log(lam)).sum()))
+    if math.isinf(q):
+        return float(1.0 / lam.max())
+    return float((lam**q).sum() ** (1.0 / (1.0 - q)))
+
+
+def vendi_score(x: FloatArray, q: float = 1.0) -> float:
+    """Vendi score of order q of the embeddings' cosine similarities."""
+    if len(x) == 0:
+        return 0.0
+    return vendi_from_eigenvalues(np.linalg.eigvalsh(covariance(x)), q)
+
+
+def diversity_index(x: FloatArray, q: float = 1.0) -> float:
+    """``log(Vendi) / log(d)``, in [0, 1] (see the module docstring)."""
+    d = x.shape[1]
+    if len(x) == 0 or d < 2:
+        return 0.0
+    return float(min(1.0, max(0.0, math.log(vendi_score(x, q)) / math.log(d))))
+
+
+def mean_cosine_distance(x: FloatArray) -> float:
+    """Mean of 1 - cos(x_i, x_j) over all pairs i ≠ j, in O(n·d)."""
+    n = len(x)
+    if n < 2:
+        return 0.0
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, n, CHUNK_ROWS):
+        total += normalise(x[start : start + CHUNK_ROWS]).sum(axis=0, dtype=np.float64)
+    same = float(total @ total) - n  # sum over i≠j of cos(x_i, x_j), unit rows
+    return 1.0 - same / (n * (n - 1))
+
+
+def cluster_coverage(
+    reference: FloatArray, subset_mask: np.ndarray[Any, np.dtype[np.bool_]], k: int, seed: int = 0
+) -> float:
+    """Share of k-means clusters of ``reference`` with at least one row in the subset."""
+    import faiss
+
+    x = normalise(reference)
+    k = max(1, min(k, len(x)))
+    kmeans = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True, verbose=False)
+    kmeans.train(x)
+    _, labels = kmeans.index.search(x, 1)
+    labels = labels.ravel()
+    occupied = np.unique(labels)
+    covered = np.unique(labels[np.asarray(subset_mask, dtype=bool)])
+    return float(len(covered) / len(occupied)) if len(occupied) else 0.0

@@ -1,0 +1,97 @@
+"""Diversity measures: exact against the nxn definitions, stable, and monotone in collapse."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from datagate.diversity import (
+    cluster_coverage,
+    diversity_index,
+    mean_cosine_distance,
+    normalise,
+    vendi_score,
+)
+
+
+def mixture(
+    n: int, d: int = 64, centres: int = 40, spread: float = 0.6, seed: int = 0
+) -> np.ndarray:
+    """Embeddings drawn around ``centres`` random directions (a dataset of distinct subjects)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, d))
+    return means[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, d))
+
+
+def naive_vendi(x: np.ndarray, q: float) -> float:
+    u = normalise(x).astype(np.float64)
+    lam = np.linalg.eigvalsh(u @ u.T / len(u))
+    lam = lam[lam > 1e-12]
+    lam = lam / lam.sum()
+    if q == 1:
+        return math.exp(-(lam * np.log(lam)).sum())
+    if math.isinf(q):
+        return 1 / lam.max()
+    return (lam**q).sum() ** (1 / (1 - q))
+
+
+@pytest.mark.parametrize("q", [1.0, 2.0, 0.5, math.inf])
+def test_vendi_through_covariance_equals_the_n_by_n_definition(q: float) -> None:
+    x = mixture(300, d=32)
+    assert vendi_score(x, q) == pytest.approx(naive_vendi(x, q), rel=1e-5)
+
+
+def test_extremes() -> None:
+    one = np.tile(np.random.default_rng(1).normal(size=(1, 16)), (500, 1))
+    assert vendi_score(one) == pytest.approx(1.0) and diversity_index(one) == pytest.approx(0.0)
+    basis = np.eye(16)[np.arange(1600) % 16]  # spread evenly over every direction
+    assert vendi_score(basis) == pytest.approx(16.0) and diversity_index(basis) == pytest.approx(
+        1.0
+    )
+
+
+def test_mean_cosine_distance_equals_the_pairwise_mean() -> None:
+    x = mixture(200, d=16)
+    u = normalise(x).astype(np.float64)
+    sims = u @ u.T
+    naive = 1 - (sims.sum() - np.trace(sims)) / (len(u) * (len(u) - 1))
+    assert mean_cosine_distance(x) == pytest.approx(naive, rel=1e-6)
+
+
+def test_index_is_stable_under_random_subsampling() -> None:
+    x = mixture(40_000)
+    full = diversity_index(x)
+    rng = np.random.default_rng(7)
+    for size in (20_000, 8_000, 4_000):
+        sub = x[rng.choice(len(x), size, replace=False)]
+        assert abs(diversity_index(sub) - full) < 0.02, size
+
+
+def test_index_falls_monotonically_as_a_dataset_collapses() -> None:
+    """Images replaced by near-copies of a few originals, as in model collapse."""
+    rng = np.random.default_rng(3)
+    x = mixture(6_000)
+    pool = rng.choice(len(x), 30, replace=False)  # the modes the data collapses onto
+    values = []
+    for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 0.95):
+        y = x.copy()
+        victims = rng.choice(len(y), int(fraction * len(y)), replace=False)
+        sources = rng.choice(pool, len(victims))
+        y[victims] = x[sources] + 0.05 * rng.normal(size=(len(victims), x.shape[1]))  # near-copies
+        values.append(diversity_index(y))
+    assert all(a > b for a, b in itertools.pairwise(values)), values
+
+
+def test_cluster_coverage() -> None:
+    x = mixture(4_000, centres=20, spread=0.1)
+    everything = np.ones(len(x), dtype=bool)
+    assert cluster_coverage(x, everything, k=20) == 1.0
+    # keep only the first half of the subjects' images: coverage drops to about half
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(20, 64))
+    subject = np.argmax(normalise(x) @ normalise(means).T, axis=1)
+    half = subject < 10
+    assert 0.3 < cluster_coverage(x, half, k=20) < 0.7
