@@ -14,7 +14,7 @@ from datagate.errors import InputError
 from datagate.io import write_json, write_table, write_text
 from datagate.pipeline import META_FILE, load_scan
 from datagate.policy import Policy, policy_digest
-from datagate.report import build_report, render_markdown, select_galleries
+from datagate.report import QUALITY_KEYS, build_report, render_markdown, select_galleries
 from datagate.report_html import render_html
 from datagate.rules import Decision, apply_policy
 
@@ -102,8 +102,19 @@ def enforce(
 
 def write_reports(report: dict[str, Any], scan_meta: dict[str, Any], out: Path) -> None:
     """Render report.md and report.html from a report and the manifests beside it."""
-    kept = pq.read_table(out / KEPT)
-    rejected = pq.read_table(out / REJECTED)
+    # the galleries need identity, reasons and quality measures, not every column
+    kept_names = set(pq.read_schema(out / KEPT).names)
+    wanted = ["key", "shard", "member", *(c for c in QUALITY_KEYS if c in kept_names)]
+    kept = pq.read_table(out / KEPT, columns=wanted)
+    rejected_names = set(pq.read_schema(out / REJECTED).names)
+    rejected = pq.read_table(
+        out / REJECTED,
+        columns=[
+            c
+            for c in ("key", "shard", "member", "rule_id", "reason", "duplicate_of")
+            if c in rejected_names
+        ],
+    )
     galleries = select_galleries(report, kept, rejected, scan_meta)
     write_text(out / REPORT_MD, render_markdown(report))
     write_text(out / REPORT_HTML, render_html(report, galleries))
