@@ -1,0 +1,109 @@
+"""report.md as users read it, pinned by a golden file (pytest --update-golden to accept)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from datagate.pipeline import ScanOptions
+from datagate.policy import parse_policy
+from datagate.report import build_report, render_markdown
+from datagate.rules import apply_policy
+from datagate.schema import images_schema
+
+POLICY = """
+rules:
+  - rule: decodable
+  - rule: exact_duplicates
+  - rule: min_human
+    min: 0.5
+  - rule: max_rejected_fraction
+    max: 0.5
+"""
+CAMERA = json.dumps(
+    [
+        {
+            "source": "camera",
+            "says": "human",
+            "strength": "weak",
+            "detail": "camera EXIF: Canon R5",
+            "generator": None,
+            "error": False,
+        }
+    ]
+)
+A1111 = json.dumps(
+    [
+        {
+            "source": "png-text",
+            "says": "synthetic",
+            "strength": "definitive",
+            "detail": "AUTOMATIC1111 parameters",
+            "generator": "sdxl_base",
+            "error": False,
+        }
+    ]
+)
+
+
+def _table() -> pa.Table:
+    schema = images_schema(ScanOptions().signals)
+    rows = []
+    specs = [
+        ("photos", "a.jpg", "human", "weak", None, CAMERA, "1" * 64, None),
+        ("photos", "b.jpg", "human", "weak", None, CAMERA, "2" * 64, None),
+        ("photos", "b-copy.jpg", "human", "weak", None, CAMERA, "2" * 64, None),
+        ("gen.tar", "0001.png", "synthetic", "definitive", "sdxl_base", A1111, "3" * 64, None),
+        ("gen.tar", "0002.png", "unknown", None, None, None, "4" * 64, "empty file (0 bytes)"),
+    ]
+    for shard, member, origin, strength, generator, evidence, sha, error in specs:
+        row = {f.name: None for f in schema}
+        row.update(
+            key=f"{shard}/{member}",
+            shard=shard,
+            member=member,
+            reader="folder",
+            decodable=error is None,
+            error=error,
+            sha256=sha,
+            origin=origin,
+            origin_strength=strength,
+            generator=generator,
+            evidence=evidence,
+            c2pa_state="absent",
+            provenance_conflict=False,
+        )
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def test_report_markdown_golden(golden) -> None:  # type: ignore[no-untyped-def]
+    table = _table()
+    decision = apply_policy(table, parse_policy(POLICY, "rules.yaml"))
+    meta = {
+        "datagate_version": "0.1.0",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "config": {"watermark": "off"},
+        "counts": {"skipped_files": 0},
+    }
+    report = build_report(
+        table,
+        meta,
+        decision,
+        policy={
+            "source": "rules.yaml",
+            "digest": "0123456789abcdef",
+            "name": None,
+            "overrides": {},
+        },
+        outputs={
+            "kept": "k",
+            "rejected": "r",
+            "report_json": "j",
+            "report_md": "m",
+            "report_html": "h",
+        },
+    )
+    report["datagate_version"] = "0.1.0"
+    golden("report.md", render_markdown(report))
