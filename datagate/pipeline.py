@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from datagate import __version__
@@ -96,6 +95,17 @@ class ScanResult:
 # --------------------------------------------------------------------------- per image
 
 
+def identity(record: ImageRecord) -> dict[str, Any]:
+    """The identity columns of a record's row (everything but the signals and error)."""
+    return {
+        "key": record.key,
+        "shard": record.shard,
+        "member": record.member,
+        "reader": record.reader,
+        "meta": json.dumps(record.meta, sort_keys=True, default=str) if record.meta else None,
+    }
+
+
 def compute_row(record: ImageRecord, options: ScanOptions) -> dict[str, Any]:
     """Read, decode once and run every signal on one record. Never raises."""
     data, error, decoded = record.data, record.error, None
@@ -112,14 +122,7 @@ def compute_row(record: ImageRecord, options: ScanOptions) -> dict[str, Any]:
         except DecodeError as exc:
             error = str(exc)
     sample = Sample(record, data, decoded, error, options.watermark_rate)
-    row: dict[str, Any] = {
-        "key": record.key,
-        "shard": record.shard,
-        "member": record.member,
-        "reader": record.reader,
-        "error": error,
-        "meta": json.dumps(record.meta, sort_keys=True, default=str) if record.meta else None,
-    }
+    row: dict[str, Any] = {**identity(record), "error": error}
     for name in options.signals:
         signal = SIGNALS[name]
         try:
@@ -417,7 +420,3 @@ def load_scan(scan_dir: Path) -> tuple[pa.Table, dict[str, Any]]:
             hint="re-run `datagate scan` with this version of datagate",
         )
     return table, meta
-
-
-def error_count(table: pa.Table) -> int:
-    return int(pc.sum(pc.is_valid(table.column("error"))).as_py() or 0)

@@ -9,7 +9,6 @@ too (``.datagate/scan``, ``.datagate/manifests``, ``.datagate/report.*``); add
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from datagate.pipeline import (
     ScanOptions,
     compute_row,
     finish_meta,
+    identity,
     make_executor,
 )
 from datagate.policy import Policy
@@ -55,16 +55,6 @@ class HookRun:
 def compute_rows(records: list[ImageRecord], options: ScanOptions) -> list[dict[str, Any]]:
     """Worker entry point: compute rows for records that already hold their bytes."""
     return [compute_row(r, options) for r in records]
-
-
-def _identity(record: ImageRecord) -> dict[str, Any]:
-    return {
-        "key": record.key,
-        "shard": record.shard,
-        "member": record.member,
-        "reader": record.reader,
-        "meta": json.dumps(record.meta, sort_keys=True, default=str) if record.meta else None,
-    }
 
 
 def incremental_scan(
@@ -110,7 +100,7 @@ def incremental_scan(
             key = content_key(data, record.meta)
             hit = cache.get(key)
             if hit is not None:
-                rows.append({**hit, **_identity(record)})
+                rows.append({**hit, **identity(record)})
             else:
                 misses.append((len(rows), replace(record, data=data), key))
                 rows.append(None)
