@@ -103,11 +103,13 @@ def hook_summary(
 
 
 def error(message: str) -> None:
-    err.print(Text("error: ", style="bold red") + Text(message))
+    # soft_wrap: the terminal wraps long lines itself, and logs and pipes keep each
+    # message on one line so it can be searched for.
+    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(Text("warning: ", style="bold yellow") + Text(message))
+    err.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
 
 
 def scan_summary(meta: dict[str, Any], out_dir: str) -> None:
@@ -116,9 +118,10 @@ def scan_summary(meta: dict[str, Any], out_dir: str) -> None:
         f"[bold green]scanned[/] {c['images']:,} images in {c['shards']:,} shards "
         f"({t['seconds']:.1f} s, {t['images_per_second'] or 0:,.0f} img/s, "
         f"{t['chunks_resumed']} chunks resumed) · {c['errors']:,} unreadable · "
-        f"{c['skipped_files']:,} files skipped"
+        f"{c['skipped_files']:,} files skipped",
+        soft_wrap=True,
     )
-    out.print(f"scan table: [bold]{out_dir}/images.parquet[/]")
+    out.print(f"scan table: [bold]{out_dir}/images.parquet[/]", soft_wrap=True)
 
 
 def enforce_summary(report: dict[str, Any]) -> None:
