@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from datagate import __version__
 from datagate.errors import DatagateError, ExitCode
+
+if TYPE_CHECKING:
+    from datagate.embedders import Embedder
 
 DEFAULT_SCAN_DIR = Path("datagate-out/scan")
 
@@ -46,6 +49,19 @@ RulesOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")
 ]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Embedder for diversity and semantic duplicates (env DATAGATE_MODEL): auto "
+        "(ViT-B-32:laion2b_s34b_b79k if its weights are available, else pixel, with a "
+        "warning), an open_clip NAME:TAG, hf-hub:ORG/REPO, local-dir:PATH, pixel (weight-free), "
+        "tiny (seeded test model), or none.",
+        show_default="auto",
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option(help="Where the model runs: auto (cuda if present), cpu, cuda, cuda:N.")
+]
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")
 ]
@@ -67,6 +83,17 @@ def _main(
     ] = False,
 ) -> None:
     _state["debug"] = debug
+
+
+def _embedder(model: str | None, device: str, precision: str = "auto") -> Embedder | None:
+    """The embedder a --model option asks for, after printing any fallback warning."""
+    from datagate import console
+    from datagate.embedders import load_embedder, model_spec
+
+    choice = load_embedder(model_spec(model), device=device, precision=precision)
+    if choice.warning:
+        console.warn(choice.warning)
+    return choice.embedder
 
 
 @app.command()
@@ -111,19 +138,46 @@ def scan(
             "sample:N for a content-chosen sample of about N images.",
         ),
     ] = "off",
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(help="Model precision: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16."),
+    ] = "auto",
+    batch_size: Annotated[
+        int, typer.Option(help="Images per model forward pass (default: 256 on GPU, 64 on CPU).")
+    ] = 0,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Embedding cache folder (env DATAGATE_CACHE_DIR; default ~/.cache/datagate).",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
-    """Scan images into a Parquet table of signals (integrity, hashes, quality).
+    """Scan images into a Parquet table of signals, and their embeddings.
 
-    Re-running the same command resumes an interrupted scan and skips finished work.
+    Writes OUT/images.parquet (integrity, hashes, quality, provenance), OUT/embeddings.parquet
+    (one vector per decodable image) and OUT/meta.json. Re-running the same command resumes an
+    interrupted scan and skips finished work.
     """
     import os
 
     from datagate import console
+    from datagate.embedcache import EmbeddingCache
+    from datagate.embedders import cache_key
     from datagate.pipeline import ScanOptions
     from datagate.pipeline import scan as run_scan
+
+    embedder = _embedder(model, device, precision)
+    cache = None
+    if embedder is not None:
+        cache = EmbeddingCache(cache_key(embedder), embedder.dim, cache_dir)
+        if cache.error:
+            console.warn(cache.error)
+        batch_size = batch_size or (256 if embedder.device.startswith("cuda") else 64)
 
     options = ScanOptions(
         signals=parse_signals(signals),
@@ -134,7 +188,20 @@ def scan(
         watermark=watermark,
     )
     bar = console.ScanProgress(enabled=progress and not quiet and console.err.is_terminal)
-    result = run_scan(paths, out, options, workers=workers or (os.cpu_count() or 1), progress=bar)
+    try:
+        result = run_scan(
+            paths,
+            out,
+            options,
+            workers=workers or (os.cpu_count() or 1),
+            progress=bar,
+            embedder=embedder,
+            cache=cache,
+            batch_size=batch_size,
+        )
+    finally:
+        if cache is not None:
+            cache.close()
     if json_output:
         console.print_json(console.scan_json(result.meta, str(out)))
     elif not quiet:
@@ -225,6 +292,8 @@ def precommit(
         Path, typer.Option(help="Cache and outputs (add it to .gitignore).")
     ] = Path(".datagate"),
     workers: Annotated[int, typer.Option(help="Worker processes for new images.")] = 0,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
 ) -> int:
     """Gate a data repository (pre-commit hook): re-scan only new content, enforce the rules.
 
@@ -244,6 +313,7 @@ def precommit(
         source=str(path),
         state_dir=state_dir,
         workers=workers or (os.cpu_count() or 1),
+        embedder=_embedder(model, device) if policy.needs_embeddings() else None,
     )
     console.hook_summary(run.result.report, run.images, run.cached, run.computed, run.seconds)
     return ExitCode.OK if run.result.passed else ExitCode.GATE_FAILED

@@ -74,6 +74,8 @@ def scan_json(meta: dict[str, Any], out_dir: str) -> dict[str, Any]:
         "counts": meta["counts"],
         "timing": meta["timing"],
         "signals": meta["signals"],
+        "embedder": meta.get("embedder"),
+        "embeddings_parquet": f"{out_dir}/embeddings.parquet" if meta.get("embedder") else None,
         "skipped": meta["skipped"],
     }
 
@@ -122,6 +124,15 @@ def scan_summary(meta: dict[str, Any], out_dir: str) -> None:
         soft_wrap=True,
     )
     out.print(f"scan table: [bold]{out_dir}/images.parquet[/]", soft_wrap=True)
+    embedder = meta.get("embedder")
+    if embedder:
+        out.print(
+            f"embeddings: [bold]{out_dir}/embeddings.parquet[/] ({embedder['id']}, "
+            f"{embedder['dim']} dims, {embedder['computed']:,} computed on {embedder['device']}, "
+            f"{embedder['cache_hits']:,} from cache)",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def enforce_summary(report: dict[str, Any]) -> None:

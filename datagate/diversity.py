@@ -89,18 +89,121 @@ def mean_cosine_distance(x: FloatArray) -> float:
     return 1.0 - same / (n * (n - 1))
 
 
+def kmeans_labels(x: FloatArray, k: int, seed: int = 0) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Spherical k-means (faiss) labels of the rows, trained on <= 256 points per centroid."""
+    import faiss
+
+    x = normalise(x)
+    n, d = x.shape
+    k = max(1, min(k, n))
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
+    kmeans = faiss.Kmeans(
+        d, k, niter=20, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
+    )
+    kmeans.train(x)
+    _, labels = kmeans.index.search(x, 1)
+    return labels.ravel().astype(np.int64)
+
+
 def cluster_coverage(
     reference: FloatArray, subset_mask: np.ndarray[Any, np.dtype[np.bool_]], k: int, seed: int = 0
 ) -> float:
     """Share of k-means clusters of ``reference`` with at least one row in the subset."""
-    import faiss
-
-    x = normalise(reference)
-    k = max(1, min(k, len(x)))
-    kmeans = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True, verbose=False)
-    kmeans.train(x)
-    _, labels = kmeans.index.search(x, 1)
-    labels = labels.ravel()
+    labels = kmeans_labels(reference, k, seed)
     occupied = np.unique(labels)
     covered = np.unique(labels[np.asarray(subset_mask, dtype=bool)])
     return float(len(covered) / len(occupied)) if len(occupied) else 0.0
+
+
+METRICS = ("index", "vendi", "mean_cosine_distance")
+
+
+class Running:
+    """The sufficient statistics of a set of unit vectors — sum of x x^T and sum of x —
+    kept up to date as rows leave, so any metric is re-evaluated in O(d^3), not O(n·d^2)."""
+
+    def __init__(self, x: FloatArray) -> None:
+        self.dim = x.shape[1]
+        self.count = len(x)
+        self.outer = covariance(x) * max(self.count, 1)
+        self.total = np.zeros(self.dim, dtype=np.float64)
+        for start in range(0, len(x), CHUNK_ROWS):
+            self.total += normalise(x[start : start + CHUNK_ROWS]).sum(axis=0, dtype=np.float64)
+
+    def remove(self, rows: FloatArray) -> None:
+        unit = normalise(rows).astype(np.float64)
+        self.outer -= unit.T @ unit
+        self.total -= unit.sum(axis=0)
+        self.count -= len(rows)
+
+    def value(self, metric: str = "index", q: float = 1.0) -> float:
+        if metric == "mean_cosine_distance":
+            if self.count < 2:
+                return 0.0
+            same = float(self.total @ self.total) - self.count
+            return 1.0 - same / (self.count * (self.count - 1))
+        if self.count == 0:
+            return 0.0
+        vendi = vendi_from_eigenvalues(np.linalg.eigvalsh(self.outer / self.count), q)
+        if metric == "vendi":
+            return vendi
+        if self.dim < 2:
+            return 0.0
+        return float(min(1.0, max(0.0, math.log(vendi) / math.log(self.dim))))
+
+
+def summary(x: FloatArray, q: float = 1.0) -> dict[str, Any]:
+    """Every metric of one set (None for sets too small to measure)."""
+    if len(x) < 2:
+        return {"images": len(x), **{m: None for m in METRICS}}
+    running = Running(x)
+    return {"images": len(x), **{m: round(running.value(m, q), 4) for m in METRICS}}
+
+
+def drop_until(
+    x: FloatArray,
+    order: np.ndarray[Any, np.dtype[np.int64]],
+    metric: str,
+    target: float,
+    q: float = 1.0,
+    steps: int = 100,
+) -> tuple[int, float]:
+    """Remove rows of ``x`` in ``order`` (most redundant first) until ``metric >= target``.
+
+    Rows leave in about ``steps`` equal batches, the metric re-evaluated after each, and the
+    last batch is refined row by row so no more rows go than needed. Returns (rows dropped,
+    final value); when ``order`` runs out first, every row in it is dropped.
+    """
+    running = Running(x)
+    value = running.value(metric, q)
+    dropped = 0
+    step = max(1, math.ceil(len(order) / steps))
+    while value < target and dropped < len(order):
+        batch = order[dropped : dropped + step]
+        after = _copy(running)
+        after.remove(x[batch])
+        after_value = after.value(metric, q)
+        if after_value >= target and len(batch) > 1:
+            # bisect for the shortest prefix of the batch that reaches the target
+            lo, hi = 1, len(batch)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                trial = _copy(running)
+                trial.remove(x[batch[:mid]])
+                if trial.value(metric, q) >= target:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            running.remove(x[batch[:lo]])
+            return dropped + lo, running.value(metric, q)
+        running, value = after, after_value
+        dropped += len(batch)
+    return dropped, value
+
+
+def _copy(running: Running) -> Running:
+    clone = Running.__new__(Running)
+    clone.dim, clone.count = running.dim, running.count
+    clone.outer, clone.total = running.outer.copy(), running.total.copy()
+    return clone

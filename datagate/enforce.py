@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 
 from datagate.errors import InputError
 from datagate.io import write_json, write_table, write_text
-from datagate.pipeline import META_FILE, load_scan
+from datagate.pipeline import META_FILE, load_embeddings, load_scan
 from datagate.policy import Policy, policy_digest
 from datagate.report import QUALITY_KEYS, build_report, render_markdown, select_galleries
 from datagate.report_html import render_html
-from datagate.rules import Decision, apply_policy
+from datagate.rules import Decision, RowVectors, apply_policy
 
 KEPT = "manifests/kept.parquet"
 REJECTED = "manifests/rejected.parquet"
@@ -55,7 +55,13 @@ def enforce(
 ) -> EnforceResult:
     table, meta = load_scan(scan_dir)
     out = out if out is not None else default_out(scan_dir)
-    decision = apply_policy(table, policy)
+    embeddings = load_embeddings(scan_dir)
+    vectors = (
+        None
+        if embeddings is None
+        else RowVectors.align(table, embeddings.keys, embeddings.vectors, embeddings.embedder)
+    )
+    decision = apply_policy(table, policy, vectors)
     kept_mask = pa.array(decision.kept)
     kept = table.filter(kept_mask)
     rejected = table.filter(pa.compute.invert(kept_mask))
@@ -94,6 +100,7 @@ def enforce(
             "overrides": overrides or {},
         },
         outputs=outputs,
+        vectors=vectors,
     )
     write_json(out / REPORT_JSON, report)
     write_reports(report, meta, out)

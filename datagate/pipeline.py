@@ -22,23 +22,37 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagate import __version__
-from datagate.decode import ANALYSIS_SIZE, DEFAULT_MAX_PIXELS, DecodeError, configure_pillow, decode
+from datagate.decode import (
+    ANALYSIS_SIZE,
+    DEFAULT_MAX_PIXELS,
+    Decoded,
+    DecodeError,
+    configure_pillow,
+    decode,
+)
+from datagate.embedders import Preprocessing, prepare
 from datagate.errors import InputError
 from datagate.io import atomic_path, write_json, write_table
 from datagate.readers import Shard, discover, read_file
 from datagate.readers.base import DEFAULT_MAX_BYTES
 from datagate.records import ImageRecord
-from datagate.schema import SCHEMA_VERSION, images_schema, signal_versions
+from datagate.schema import SCHEMA_VERSION, embeddings_schema, images_schema, signal_versions
 from datagate.signals import DEFAULT_SIGNALS, SIGNALS, Sample
 from datagate.signals.base import nulls
 
+if TYPE_CHECKING:
+    from datagate.embedcache import EmbeddingCache
+    from datagate.embedders import Embedder
+
 IMAGES_FILE = "images.parquet"
+EMBEDDINGS_FILE = "embeddings.parquet"
 META_FILE = "meta.json"
 PARTS_DIR = "parts"
 MERGE_ROWS = 65_536
@@ -58,6 +72,9 @@ class ScanOptions:
     watermark: str = "off"  # off | all | sample:N
     #: Derived at scan start from ``watermark`` and the dataset size; not part of the hash.
     watermark_rate: float = 0.0
+    #: The embedder's id and its input preprocessing (None: no embeddings).
+    embedder: str | None = None
+    preprocessing: Preprocessing | None = None
 
     def config_hash(self) -> str:
         payload = {
@@ -108,6 +125,12 @@ def identity(record: ImageRecord) -> dict[str, Any]:
 
 def compute_row(record: ImageRecord, options: ScanOptions) -> dict[str, Any]:
     """Read, decode once and run every signal on one record. Never raises."""
+    return _compute(record, options)[0]
+
+
+def _compute(
+    record: ImageRecord, options: ScanOptions
+) -> tuple[dict[str, Any], Decoded | None, bytes | None]:
     data, error, decoded = record.data, record.error, None
     if error is None and data is None and record.path is not None:
         try:
@@ -133,15 +156,86 @@ def compute_row(record: ImageRecord, options: ScanOptions) -> dict[str, Any]:
             row["error"] = note if row["error"] is None else f"{row['error']}; {note}"
     if "decodable" in row and decoded is None:
         row["decodable"] = False
-    return row
+    return row, decoded, data
 
 
-def process_chunk(records: list[ImageRecord], part: str, options: ScanOptions) -> int:
-    """Worker entry point: compute a chunk and write it atomically as one Parquet part."""
-    rows = [compute_row(r, options) for r in records]
+@dataclass
+class ChunkResult:
+    """What a worker hands back: its row count and, when embedding, the prepared pixels."""
+
+    rows: int
+    keys: list[str] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)
+    pixels: np.ndarray[Any, np.dtype[np.uint8]] | None = None
+
+
+def process_chunk(records: list[ImageRecord], part: str, options: ScanOptions) -> ChunkResult:
+    """Worker entry point: compute a chunk and write it atomically as one Parquet part.
+
+    When the scan embeds, the decoded images are also prepared to the model's input size
+    here, in the worker, so the main process only stacks them and runs the model.
+    """
+    rows: list[dict[str, Any]] = []
+    result = ChunkResult(0)
+    prepared: list[np.ndarray[Any, np.dtype[np.uint8]]] = []
+    for record in records:
+        row, decoded, data = _compute(record, options)
+        rows.append(row)
+        if options.preprocessing is not None and decoded is not None and data is not None:
+            prepared.append(prepare(decoded.image, options.preprocessing))
+            result.keys.append(record.key)
+            result.digests.append(hashlib.sha256(data).digest())
     table = pa.Table.from_pylist(rows, schema=images_schema(options.signals))
     write_table(Path(part), table)
-    return len(rows)
+    result.rows = len(rows)
+    if prepared:
+        result.pixels = np.stack(prepared)
+    return result
+
+
+class EmbedStage:
+    """Runs in the main process: cached vectors by SHA-256, the model for the rest."""
+
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache | None, batch_size: int) -> None:
+        self.embedder, self.cache, self.batch_size = embedder, cache, max(1, batch_size)
+        self.computed = 0
+
+    def vectors(
+        self, digests: list[bytes], pixels: np.ndarray[Any, np.dtype[np.uint8]] | None
+    ) -> np.ndarray[Any, np.dtype[np.float16]]:
+        out = np.zeros((len(digests), self.embedder.dim), dtype=np.float16)
+        if not digests or pixels is None:
+            return out
+        known = self.cache.get_many(digests) if self.cache is not None else {}
+        first: dict[bytes, int] = {}
+        for i, digest in enumerate(digests):
+            if digest not in known:
+                first.setdefault(digest, i)  # duplicate bytes in a chunk: computed once
+        todo = list(first.values())
+        fresh: dict[bytes, np.ndarray[Any, Any]] = {}
+        for start in range(0, len(todo), self.batch_size):
+            rows = todo[start : start + self.batch_size]
+            batch = self.embedder.embed(pixels[rows]).astype(np.float16)
+            fresh.update({digests[i]: v for i, v in zip(rows, batch)})
+        self.computed += len(todo)
+        if self.cache is not None:
+            self.cache.put_many(fresh)
+        for i, digest in enumerate(digests):
+            out[i] = known[digest] if digest in known else fresh[digest]
+        return out
+
+    def write(self, result: ChunkResult, path: Path) -> None:
+        vectors = self.vectors(result.digests, result.pixels)
+        write_table(path, embeddings_table(result.keys, vectors, self.embedder))
+
+
+def embeddings_table(
+    keys: Sequence[str], vectors: np.ndarray[Any, Any], embedder: Embedder
+) -> pa.Table:
+    schema = embeddings_schema(embedder.dim, embedder.id, embedder.preprocessing.id)
+    flat = pa.array(np.asarray(vectors, dtype=np.float16).ravel(), type=pa.float16())
+    column = pa.FixedSizeListArray.from_arrays(flat, embedder.dim)
+    return pa.Table.from_arrays([pa.array(list(keys), pa.string()), column], schema=schema)
 
 
 def _init_worker() -> None:
@@ -205,9 +299,19 @@ def scan(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    embedder: Embedder | None = None,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 256,
 ) -> ScanResult:
-    """Scan ``inputs`` into ``out/images.parquet`` and ``out/meta.json``; resume if possible."""
+    """Scan ``inputs`` into ``out/images.parquet`` and ``out/meta.json``; resume if possible.
+
+    With an ``embedder``, also ``out/embeddings.parquet`` (vectors looked up in ``cache``
+    by image SHA-256 first).
+    """
     options = options or ScanOptions()
+    if embedder is not None:
+        options = replace(options, embedder=embedder.id, preprocessing=embedder.preprocessing)
+    stage = EmbedStage(embedder, cache, batch_size) if embedder is not None else None
     workers = workers if workers is not None else (os.cpu_count() or 1)
     progress = progress or _NoProgress()
     unknown = [s for s in options.signals if s not in SIGNALS]
@@ -229,15 +333,18 @@ def scan(
     computed = resumed = 0
     window = max(2, 2 * workers)
     executor = make_executor(workers)
-    pending: dict[Future[int], str] = {}
-    # shard prefix -> (chunks submitted, iteration finished, futures outstanding)
-    outstanding: dict[str, set[Future[int]]] = {}
+    pending: dict[Future[ChunkResult], tuple[str, Path]] = {}
+    # shard prefix -> futures outstanding; prefix -> chunk count once its iteration finished
+    outstanding: dict[str, set[Future[ChunkResult]]] = {}
     finished_iteration: dict[str, int] = {}
 
-    def settle(futures: set[Future[int]]) -> None:
+    def settle(futures: set[Future[ChunkResult]]) -> None:
         for fut in futures:
-            prefix = pending.pop(fut)
-            progress.advance(fut.result())  # re-raises a worker's unexpected error
+            prefix, part = pending.pop(fut)
+            result = fut.result()  # re-raises a worker's unexpected error
+            if stage is not None:
+                stage.write(result, _embedding_part(part))
+            progress.advance(result.rows)
             outstanding[prefix].discard(fut)
         for prefix, n_chunks in list(finished_iteration.items()):
             if not outstanding[prefix]:
@@ -255,13 +362,13 @@ def scan(
             for index, chunk in enumerate(_chunks(shard.records(), options)):
                 n_chunks = index + 1
                 part = parts_dir / f"{prefix}-{index:06d}.parquet"
-                if part.exists():
+                if part.exists() and (stage is None or _embedding_part(part).exists()):
                     resumed += 1
                     progress.advance(len(chunk))
                     continue
                 computed += 1
                 fut = executor.submit(process_chunk, chunk, str(part), options)
-                pending[fut] = prefix
+                pending[fut] = (prefix, part)
                 outstanding[prefix].add(fut)
                 if len(pending) >= window:
                     done, _ = wait(set(pending), return_when=FIRST_COMPLETED)
@@ -277,7 +384,7 @@ def scan(
     executor.shutdown()
     progress.finish()
 
-    meta = _merge(out, plan, options, found.skipped)
+    meta = _merge(out, plan, options, found.skipped, embedder)
     finish_meta(
         meta,
         options,
@@ -285,6 +392,16 @@ def scan(
         time.perf_counter() - started,
         {"workers": workers, "chunks_computed": computed, "chunks_resumed": resumed},
     )
+    if embedder is not None and stage is not None:
+        meta["embedder"] = {
+            "id": embedder.id,
+            "dim": embedder.dim,
+            "preprocessing": asdict(embedder.preprocessing),
+            "device": embedder.device,
+            "computed": stage.computed,
+            "cache": None if cache is None else str(cache.path),
+            "cache_hits": 0 if cache is None else cache.hits,
+        }
     write_json(out / META_FILE, meta)
     return ScanResult(out=out, meta=meta, skipped=found.skipped)
 
@@ -337,13 +454,21 @@ def _count_images(shard: Shard) -> int:
     return sum(1 for _ in shard.records())  # tar shards: one pass to count members
 
 
+def _embedding_part(part: Path) -> Path:
+    return part.with_suffix(".emb.parquet")
+
+
 def _parts_of(parts_dir: Path, prefix: str) -> list[Path]:
     done = json.loads((parts_dir / f"{prefix}.done").read_text())
     return [parts_dir / f"{prefix}-{i:06d}.parquet" for i in range(int(done["chunks"]))]
 
 
 def _merge(
-    out: Path, plan: list[tuple[Shard, str]], options: ScanOptions, skipped: list[tuple[str, str]]
+    out: Path,
+    plan: list[tuple[Shard, str]],
+    options: ScanOptions,
+    skipped: list[tuple[str, str]],
+    embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Concatenate the parts in plan order into ``images.parquet`` (atomically)."""
     schema = images_schema(options.signals)
@@ -383,6 +508,10 @@ def _merge(
             n_errors += shard_errors
         if buffer:
             writer.write_table(pa.concat_tables(buffer))
+    if embedder is not None:
+        keep |= _merge_embeddings(out, plan, embedder)
+    else:
+        (out / EMBEDDINGS_FILE).unlink(missing_ok=True)  # never leave another scan's vectors
     for stale in parts_dir.iterdir():
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
@@ -396,6 +525,53 @@ def _merge(
         "shards": shards_meta,
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
     }
+
+
+def _merge_embeddings(out: Path, plan: list[tuple[Shard, str]], embedder: Embedder) -> set[str]:
+    schema = embeddings_schema(embedder.dim, embedder.id, embedder.preprocessing.id)
+    parts_dir = out / PARTS_DIR
+    names: set[str] = set()
+    with (
+        atomic_path(out / EMBEDDINGS_FILE) as tmp,
+        pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
+    ):
+        for _, prefix in plan:
+            for part in _parts_of(parts_dir, prefix):
+                emb = _embedding_part(part)
+                names.add(emb.name)
+                writer.write_table(pq.read_table(emb, schema=schema))
+    return names
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """A scan's vectors: ``keys[i]`` has ``vectors[i]`` (unit length, float16)."""
+
+    keys: np.ndarray[Any, np.dtype[np.object_]]
+    vectors: np.ndarray[Any, np.dtype[np.float16]]
+    embedder: str
+    preprocessing: str
+
+
+def load_embeddings(scan_dir: Path) -> Embeddings | None:
+    """Read ``embeddings.parquet`` into numpy without per-row Python; None if absent."""
+    path = scan_dir / EMBEDDINGS_FILE
+    if not path.exists():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: unreadable: {exc}") from exc
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    column = table.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    flat = column.values.to_numpy(zero_copy_only=False)
+    return Embeddings(
+        keys=table.column("key").to_numpy(),
+        vectors=flat.reshape(-1, dim),
+        embedder=meta.get("datagate.embedder", "?"),
+        preprocessing=meta.get("datagate.preprocessing", "?"),
+    )
 
 
 def load_scan(scan_dir: Path) -> tuple[pa.Table, dict[str, Any]]:

@@ -97,6 +97,18 @@ class ProvenanceRule(_Rule):
     """Case-insensitive shell patterns matched against the generator, e.g. ``*midjourney*``."""
 
 
+class SemanticDuplicates(_Rule):
+    rule: Literal["semantic_duplicates"]
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    """Cosine similarity of the embeddings at or above which two images are duplicates."""
+    keep: Literal["largest", "first"] = "largest"
+    clusters: Annotated[int, Field(ge=1)] | None = None
+    """k-means clusters searched within (default: one per 1,000 embedded images)."""
+    action: Literal["reject", "filter"] = "reject"
+    """reject: drop every duplicate; filter: drop the most similar first, only until the
+    policy's min_diversity thresholds hold."""
+
+
 # ----------------------------------------------------------------- dataset rules
 
 Strength = Literal["weak", "strong", "definitive"]
@@ -111,6 +123,19 @@ class MinHuman(_Rule):
     untrusted_c2pa: Literal["count", "ignore"] = "count"
     """Whether claims of valid C2PA manifests from signers not on a trust list count."""
     action: Literal["fail"] = "fail"
+
+
+class MinDiversity(_Rule):
+    rule: Literal["min_diversity"]
+    metric: Literal["index", "vendi", "mean_cosine_distance"] = "index"
+    min: Annotated[float, Field(ge=0.0)]
+    q: Annotated[float, Field(gt=0.0)] = 1.0
+    """Order of the Vendi score (1: Shannon; larger weighs dominant modes more)."""
+    action: Literal["fail", "filter"] = "fail"
+    """fail: only judge; filter: first drop the most redundant kept images (never one with
+    human evidence) until the metric reaches ``min`` or ``max_drop`` is spent."""
+    max_drop: Fraction = 0.5
+    """With action filter: at most this share of the kept images may be dropped."""
 
 
 class MaxUnknownOrigin(_Rule):
@@ -130,9 +155,15 @@ IMAGE_RULE_TYPES: tuple[type[_Rule], ...] = (
     Quality,
     ExactDuplicates,
     NearDuplicates,
+    SemanticDuplicates,
     ProvenanceRule,
 )
-DATASET_RULE_TYPES: tuple[type[_Rule], ...] = (MinHuman, MaxRejectedFraction, MaxUnknownOrigin)
+DATASET_RULE_TYPES: tuple[type[_Rule], ...] = (
+    MinHuman,
+    MinDiversity,
+    MaxRejectedFraction,
+    MaxUnknownOrigin,
+)
 RULE_TYPES: dict[str, type[_Rule]] = {
     typing.get_args(cls.model_fields["rule"].annotation)[0]: cls
     for cls in (*IMAGE_RULE_TYPES, *DATASET_RULE_TYPES)
@@ -146,8 +177,10 @@ Rule = Annotated[
         Quality,
         ExactDuplicates,
         NearDuplicates,
+        SemanticDuplicates,
         ProvenanceRule,
         MinHuman,
+        MinDiversity,
         MaxRejectedFraction,
         MaxUnknownOrigin,
     ],
@@ -166,6 +199,9 @@ class Policy(_Model):
 
     def dataset_rules(self) -> list[_Rule]:
         return [r for r in self.rules if isinstance(r, DATASET_RULE_TYPES)]
+
+    def needs_embeddings(self) -> bool:
+        return any(isinstance(r, (SemanticDuplicates, MinDiversity)) for r in self.rules)
 
 
 # ----------------------------------------------------------------- loading

@@ -9,24 +9,30 @@ too (``.datagate/scan``, ``.datagate/manifests``, ``.datagate/report.*``); add
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from datagate.cache import ContentCache, content_key
 from datagate.enforce import EnforceResult, enforce
 from datagate.io import write_json, write_table
 from datagate.pipeline import (
+    EMBEDDINGS_FILE,
     IMAGES_FILE,
     META_FILE,
+    EmbedStage,
     ScanOptions,
+    _compute,
     compute_row,
+    embeddings_table,
     finish_meta,
     identity,
     make_executor,
@@ -35,6 +41,11 @@ from datagate.policy import Policy
 from datagate.readers import discover, read_file
 from datagate.records import ImageRecord
 from datagate.schema import images_schema
+
+if TYPE_CHECKING:
+    from datagate.embedders import Embedder
+
+Prepared = np.ndarray[Any, np.dtype[np.uint8]]
 
 STATE_DIR = Path(".datagate")
 #: Below this many new images the work runs in-process (no worker start-up cost).
@@ -52,16 +63,46 @@ class HookRun:
     seconds: float
 
 
-def compute_rows(records: list[ImageRecord], options: ScanOptions) -> list[dict[str, Any]]:
-    """Worker entry point: compute rows for records that already hold their bytes."""
-    return [compute_row(r, options) for r in records]
+def compute_rows(
+    records: list[ImageRecord], options: ScanOptions
+) -> list[tuple[dict[str, Any], Prepared | None]]:
+    """Worker entry point: rows (and model-ready pixels when embedding) for records that
+    already hold their bytes."""
+    from datagate.embedders import prepare
+
+    out: list[tuple[dict[str, Any], Prepared | None]] = []
+    for record in records:
+        row, decoded, _ = _compute(record, options)
+        pixels = None
+        if options.preprocessing is not None and decoded is not None:
+            pixels = prepare(decoded.image, options.preprocessing)
+        out.append((row, pixels))
+    return out
 
 
 def incremental_scan(
-    inputs: Sequence[Path], out: Path, options: ScanOptions, cache_dir: Path, workers: int
+    inputs: Sequence[Path],
+    out: Path,
+    options: ScanOptions,
+    cache_dir: Path,
+    workers: int,
+    embedder: Embedder | None = None,
 ) -> tuple[dict[str, Any], int, int]:
-    """Scan ``inputs`` into ``out`` reusing cached rows; returns (meta, cached, computed)."""
+    """Scan ``inputs`` into ``out`` reusing cached rows; returns (meta, cached, computed).
+
+    With an ``embedder``, also ``out/embeddings.parquet``, its vectors cached by image
+    SHA-256 in the same cache folder.
+    """
+    from datagate.embedcache import EmbeddingCache
+    from datagate.embedders import cache_key
+
     started = time.perf_counter()
+    stage = vectors_cache = None
+    if embedder is not None:
+        options = replace(options, embedder=embedder.id, preprocessing=embedder.preprocessing)
+        vectors_cache = EmbeddingCache(cache_key(embedder), embedder.dim, cache_dir)
+        stage = EmbedStage(embedder, vectors_cache, 64)
+    digests: dict[int, bytes] = {}  # row index -> sha256 of an embeddable image
     found = discover(
         list(inputs),
         image_column=options.image_column,
@@ -78,9 +119,18 @@ def incremental_scan(
 
     def flush() -> None:
         nonlocal misses, n_computed
-        for (index, _, key), row in zip(misses, computer.rows([r for _, r, _ in misses])):
+        computed = computer.rows([r for _, r, _ in misses])
+        if stage is not None:
+            ready = [(i, px) for (i, _, _), (_, px) in zip(misses, computed) if px is not None]
+            if ready:
+                stage.vectors(
+                    [digests[i] for i, _ in ready], np.stack([px for _, px in ready])
+                )  # computes the new vectors into the cache
+        for (index, _, key), (row, pixels) in zip(misses, computed):
             rows[index] = row
             cache.put(key, row)
+            if pixels is None:
+                digests.pop(index, None)
         n_computed += len(misses)
         misses = []  # drop the bytes: memory stays bounded by one batch
 
@@ -99,6 +149,12 @@ def incremental_scan(
                 continue
             key = content_key(data, record.meta)
             hit = cache.get(key)
+            if vectors_cache is not None:
+                digest = hashlib.sha256(data).digest()
+                digests[len(rows)] = digest
+                embeddable = hit is not None and hit.get("decodable") is not False
+                if embeddable and not vectors_cache.get_many([digest]):
+                    hit = None  # its vector is gone from the cache: compute both again
             if hit is not None:
                 rows.append({**hit, **identity(record)})
             else:
@@ -119,6 +175,20 @@ def incremental_scan(
     table = pa.Table.from_pylist(rows, schema=schema)
     write_table(out / IMAGES_FILE, table)
     cache.save()
+    if embedder is not None and vectors_cache is not None:
+        order = sorted(i for i in digests if rows[i] is not None)
+        known = vectors_cache.get_many([digests[i] for i in order])
+        order = [i for i in order if digests[i] in known]
+        keys = table.column("key").take(pa.array(order, pa.int64())).to_pylist()
+        matrix = (
+            np.stack([known[digests[i]] for i in order])
+            if order
+            else np.zeros((0, embedder.dim), dtype=np.float16)
+        )
+        write_table(out / EMBEDDINGS_FILE, embeddings_table(keys, matrix, embedder))
+        vectors_cache.close()
+    else:
+        (out / EMBEDDINGS_FILE).unlink(missing_ok=True)
     errors = table.num_rows - table.column("error").null_count
     meta: dict[str, Any] = {
         "counts": {
@@ -150,7 +220,7 @@ class _Computer:
         self.workers = workers
         self._executor: Executor | None = None
 
-    def rows(self, records: list[ImageRecord]) -> list[dict[str, Any]]:
+    def rows(self, records: list[ImageRecord]) -> list[tuple[dict[str, Any], Prepared | None]]:
         if len(records) < PARALLEL_FROM or self.workers <= 1:
             return compute_rows(records, self.options)
         if self._executor is None:
@@ -173,14 +243,23 @@ def run_hook(
     state_dir: Path = STATE_DIR,
     options: ScanOptions | None = None,
     workers: int | None = None,
+    embedder: Embedder | None = None,
 ) -> HookRun:
-    """Incrementally scan ``inputs`` and enforce ``policy``; outputs go to ``state_dir``."""
+    """Incrementally scan ``inputs`` and enforce ``policy``; outputs go to ``state_dir``.
+
+    ``embedder`` is used only when the policy has rules that need embeddings.
+    """
     started = time.perf_counter()
     options = options or ScanOptions()
     workers = workers if workers is not None else (os.cpu_count() or 1)
     scan_dir = state_dir / "scan"
     meta, cached, computed = incremental_scan(
-        inputs, scan_dir, options, state_dir / "cache", workers
+        inputs,
+        scan_dir,
+        options,
+        state_dir / "cache",
+        workers,
+        embedder if policy.needs_embeddings() else None,
     )
     result = enforce(scan_dir, policy, source=source, out=state_dir)
     return HookRun(

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from datagate import __version__
-from datagate.rules import Decision
+from datagate import __version__, diversity
+from datagate.rules import Decision, RowVectors, effective_origin
 
 REPORT_VERSION = 1
 MD_SHARD_ROWS = 30
@@ -75,6 +75,49 @@ def composition(table: pa.Table, mask: np.ndarray[Any, np.dtype[np.bool_]]) -> d
     }
 
 
+#: Per-group diversity is listed for at most this many shards (the largest).
+DIVERSITY_SHARDS = 50
+
+
+def diversity_report(
+    table: pa.Table, decision: Decision, vectors: RowVectors | None
+) -> dict[str, Any]:
+    """Diversity of the scanned and the kept set: overall, per origin and per shard."""
+    if vectors is None:
+        return {"measured": False, "embedder": None}
+    kept = decision.kept[vectors.rows]
+    x = vectors.vectors
+    origin = effective_origin(table)[vectors.rows]
+    shard = np.asarray(table.column("shard").to_numpy(zero_copy_only=False))[vectors.rows]
+
+    def group(mask: np.ndarray[Any, np.dtype[np.bool_]]) -> dict[str, Any]:
+        scanned = diversity.summary(x[mask])
+        kept_part = diversity.summary(x[mask & kept])
+        return {
+            "images": scanned["images"],
+            "index": scanned["index"],
+            "kept_images": kept_part["images"],
+            "kept_index": kept_part["index"],
+        }
+
+    overall = {"scanned": diversity.summary(x), "kept": diversity.summary(x[kept])}
+    if len(x) >= 2 and kept.any():
+        k = int(min(64, max(2, len(x) // 20)))
+        overall["kept"]["cluster_coverage"] = round(diversity.cluster_coverage(x, kept, k), 4)
+        overall["kept"]["clusters"] = k
+    names, counts = np.unique(shard, return_counts=True)
+    largest = names[np.argsort(-counts, kind="stable")][:DIVERSITY_SHARDS]
+    return {
+        "measured": True,
+        "embedder": vectors.embedder,
+        "definition": "index = log(Vendi score, q=1) / log(embedding dimension), in [0, 1]",
+        "overall": overall,
+        "by_origin": {o: group(origin == o) for o in ("human", "synthetic", "unknown")},
+        "by_shard": {str(name): group(shard == name) for name in sorted(largest.tolist())},
+        "shards_omitted": max(0, len(names) - DIVERSITY_SHARDS),
+    }
+
+
 def build_report(
     table: pa.Table,
     scan_meta: dict[str, Any],
@@ -82,6 +125,7 @@ def build_report(
     *,
     policy: dict[str, Any],
     outputs: dict[str, str],
+    vectors: RowVectors | None = None,
 ) -> dict[str, Any]:
     n = table.num_rows
     n_kept = int(decision.kept.sum())
@@ -100,6 +144,7 @@ def build_report(
             "scanned": composition(table, np.ones(n, dtype=bool)),
             "kept": composition(table, decision.kept),
         },
+        "diversity": diversity_report(table, decision, vectors),
         "shards": shard_breakdown(table, decision),
         "sources": _counts(
             np.asarray(table.column("reader").to_numpy(zero_copy_only=False))[
@@ -118,6 +163,7 @@ def build_report(
                 "mode": scan_meta.get("config", {}).get("watermark", "off"),
                 "rate": scan_meta.get("config", {}).get("watermark_rate", 0.0),
             },
+            "embedder": scan_meta.get("embedder"),
         },
         "outputs": outputs,
     }
@@ -160,6 +206,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if r["scope"] == "image":
             lines.append(f"| `{r['id']}` | {r['rejected']:,} |")
     lines += _composition_markdown(report.get("composition", {}))
+    lines += _diversity_markdown(report.get("diversity", {}))
     lines += nutrition_label(report)
     shards = report["shards"]
     lines += [
@@ -210,6 +257,51 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
             f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."
         ]
     return lines
+
+
+def _diversity_markdown(div: dict[str, Any]) -> list[str]:
+    lines = ["", "### Diversity", ""]
+    if not div.get("measured"):
+        return [*lines, "Not measured: the scan has no embeddings (`datagate scan --model`)."]
+    overall = div["overall"]
+    lines += [
+        f"Embedder `{div['embedder']}`; {div['definition']}.",
+        "",
+        "| set | images | index | Vendi | mean cosine distance |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("scanned", "kept"):
+        o = overall[name]
+        lines.append(
+            f"| {name} | {o['images']:,} | {_fmt(o['index'])} | {_fmt(o['vendi'])} | "
+            f"{_fmt(o['mean_cosine_distance'])} |"
+        )
+    if "cluster_coverage" in overall["kept"]:
+        lines += [
+            "",
+            f"Kept images cover {overall['kept']['cluster_coverage']:.0%} of "
+            f"{overall['kept']['clusters']} k-means clusters of the scanned set.",
+        ]
+    lines += ["", "| group | images | index | kept | kept index |", "|---|---|---|---|---|"]
+    groups = [(f"origin {k}", v) for k, v in div["by_origin"].items() if v["images"]]
+    groups += [(f"`{k}`", v) for k, v in div["by_shard"].items()]
+    for label, g in groups[: MD_SHARD_ROWS + 3]:
+        lines.append(
+            f"| {label} | {g['images']:,} | {_fmt(g['index'])} | {g['kept_images']:,} | "
+            f"{_fmt(g['kept_index'])} |"
+        )
+    return lines
+
+
+def _diversity_label(report: dict[str, Any]) -> str:
+    div = report.get("diversity", {})
+    if not div.get("measured"):
+        return "not measured (no embeddings)"
+    o = div["overall"]
+    return (
+        f"index {_fmt(o['kept']['index'])} kept, {_fmt(o['scanned']['index'])} scanned "
+        f"(`{div['embedder']}`)"
+    )
 
 
 # --------------------------------------------------------------------------- galleries
@@ -317,7 +409,7 @@ def nutrition_label(report: dict[str, Any]) -> list[str]:
     dup = {
         r["id"]: r["rejected"]
         for r in report["rules"]
-        if r["rule"] in ("exact_duplicates", "near_duplicates")
+        if r["rule"] in ("exact_duplicates", "near_duplicates", "semantic_duplicates")
     }
     generators = kept.get("generator", {})
     lines = [
@@ -340,7 +432,7 @@ def nutrition_label(report: dict[str, Any]) -> list[str]:
         "| generators | "
         + (", ".join(f"`{k}` {v:,}" for k, v in list(generators.items())[:5]) or "none named")
         + " |",
-        "| diversity | not measured (no embedding signal) |",
+        f"| diversity | {_diversity_label(report)} |",
         "| duplicates removed | "
         + (", ".join(f"{k} {v:,}" for k, v in dup.items()) or "no duplicate rules")
         + " |",

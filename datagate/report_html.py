@@ -94,6 +94,40 @@ def _not_measured(title: str, why: str) -> str:
     return f'<div class="panel"><h3>{escape(title)}</h3><p class="muted">{escape(why)}</p></div>'
 
 
+def _diversity_panel(div: dict[str, Any]) -> str:
+    if not div.get("measured"):
+        return _not_measured(
+            "Diversity",
+            "Not measured: the scan has no embeddings (run datagate scan with --model).",
+        )
+    o = div["overall"]
+    rows = [
+        (
+            "all",
+            o["scanned"]["images"],
+            o["scanned"]["index"],
+            o["kept"]["images"],
+            o["kept"]["index"],
+        )
+    ]
+    for name, g in div["by_origin"].items():
+        if g["images"]:
+            rows.append((name, g["images"], g["index"], g["kept_images"], g["kept_index"]))
+    body = "".join(
+        f"<tr><td>{escape(label)}</td><td class=num>{_fmt(n)}</td><td class=num>{_fmt(i)}</td>"
+        f"<td class=num>{_fmt(kn)}</td><td class=num>{_fmt(ki)}</td></tr>"
+        for label, n, i, kn, ki in rows
+    )
+    coverage = o["kept"].get("cluster_coverage")
+    note = f"; kept covers {coverage:.0%} of {o['kept']['clusters']} clusters" if coverage else ""
+    return (
+        '<div class="panel" id="diversity"><h3>Diversity index (0 to 1)</h3>'
+        "<table><thead><tr><th>set</th><th>scanned</th><th>index</th><th>kept</th><th>index</th>"
+        f"</tr></thead><tbody>{body}</tbody></table>"
+        f'<p class="muted">embedder <code>{escape(str(div["embedder"]))}</code>{escape(note)}</p></div>'
+    )
+
+
 def _figure(item: dict[str, Any]) -> str:
     thumb = item.get("thumb")
     img = (
@@ -160,10 +194,7 @@ def render_html(report: dict[str, Any], galleries: dict[str, list[dict[str, Any]
             "Not recorded: this scan has no generation signal; "
             "every image counts as generation unknown.",
         ),
-        _not_measured(
-            "Diversity",
-            "Not measured: this scan has no embedding signal, so no diversity index is available.",
-        ),
+        _diversity_panel(report.get("diversity", {})),
         _not_measured(
             "Synthetic score",
             "Not measured: no synthetic-content detector was "

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datagate import dedup
+from datagate import dedup, diversity, semantic
 from datagate.policy import (
     Decodable,
     Dimensions,
@@ -26,11 +26,13 @@ from datagate.policy import (
     Formats,
     MaxRejectedFraction,
     MaxUnknownOrigin,
+    MinDiversity,
     MinHuman,
     NearDuplicates,
     Policy,
     ProvenanceRule,
     Quality,
+    SemanticDuplicates,
     _Rule,
 )
 from datagate.provenance import STRENGTH_RANK, Evidence, decide
@@ -66,6 +68,33 @@ class Decision:
     @property
     def passed(self) -> bool:
         return all(o.passed is not False for o in self.outcomes)
+
+
+@dataclass(frozen=True)
+class RowVectors:
+    """A scan's embeddings aligned to its table: ``vectors[i]`` belongs to row ``rows[i]``."""
+
+    rows: np.ndarray[Any, np.dtype[np.int64]]
+    vectors: np.ndarray[Any, np.dtype[Any]]
+    embedder: str
+
+    @classmethod
+    def align(cls, table: pa.Table, keys: Any, vectors: Any, embedder: str) -> RowVectors:
+        position = pc.index_in(pa.array(keys, pa.string()), value_set=table.column("key"))
+        rows = np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False), np.int64)
+        found = rows >= 0  # vectors of rows no longer in the table are ignored
+        return cls(rows=rows[found], vectors=np.asarray(vectors)[found], embedder=embedder)
+
+    def subset(self, mask: BoolArray) -> tuple[np.ndarray[Any, np.dtype[np.int64]], Any]:
+        """(table rows, vectors) of the rows selected by a table-length mask."""
+        pick = mask[self.rows]
+        return self.rows[pick], self.vectors[pick]
+
+
+NO_VECTORS = (
+    "the scan has no embeddings (it ran with --model none, or before embeddings existed): "
+    "re-run `datagate scan` with an embedder (--model auto, pixel, or an open_clip model)"
+)
 
 
 # --------------------------------------------------------------------------- columns
@@ -260,6 +289,53 @@ def _near_duplicates(
     return bad, reasons, {"pairs": len(i), DUPLICATE_OF: originals}
 
 
+def _keep_preference(t: pa.Table, rows: np.ndarray[Any, Any], keep: str) -> Any:
+    """Local order of ``rows`` to keep first: human evidence, then largest (or first)."""
+    human = effective_origin(t)[rows] == "human"
+    pixels = (_num(t, "width", 0) * _num(t, "height", 0))[rows] if keep == "largest" else 0
+    return np.lexsort((np.arange(rows.size), -pixels * np.ones(rows.size), ~human))
+
+
+def _semantic_duplicates(
+    rule: SemanticDuplicates,
+    t: pa.Table,
+    alive: BoolArray,
+    vectors: RowVectors | None,
+    targets: list[MinDiversity],
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    n = t.num_rows
+    bad = np.zeros(n, dtype=bool)
+    reasons = np.full(n, None, dtype=object)
+    if vectors is None:
+        return bad, reasons, {"error": NO_VECTORS}
+    rows, x = vectors.subset(alive)
+    found = semantic.semantic_duplicates(
+        x, rule.threshold, preference=_keep_preference(t, rows, rule.keep), clusters=rule.clusters
+    )
+    local = np.flatnonzero(found.dropped)
+    details: dict[str, Any] = {"duplicates": int(local.size), "clusters": found.clusters}
+    if rule.action == "filter":
+        # most similar first, only as many as the diversity floors need
+        local = local[np.argsort(-found.similarity[local], kind="stable")]
+        needed = 0
+        for target in targets:
+            count, _ = diversity.drop_until(x, local, target.metric, target.min, target.q)
+            needed = max(needed, count)
+        local = local[:needed]
+        details["filtered"] = int(local.size)
+    keys = _str(t, "key")
+    originals = np.full(n, None, dtype=object)
+    for i in local.tolist():
+        row = rows[i]
+        bad[row] = True
+        originals[row] = keys[rows[found.duplicate_of[i]]]
+        reasons[row] = (
+            f"semantic duplicate of {originals[row]} (cosine {found.similarity[i]:.3f} "
+            f">= {rule.threshold})"
+        )
+    return bad, reasons, {**details, DUPLICATE_OF: originals}
+
+
 def _provenance(
     rule: ProvenanceRule, t: pa.Table, alive: BoolArray
 ) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
@@ -416,6 +492,64 @@ def _max_unknown(
     )
 
 
+def _min_diversity(
+    rule: MinDiversity,
+    t: pa.Table,
+    kept: BoolArray,
+    outcome: RuleOutcome,
+    vectors: RowVectors | None,
+) -> tuple[BoolArray, ObjArray] | None:
+    """Judge the kept set's diversity; with ``action: filter`` first drop redundant images."""
+    outcome.threshold = rule.min
+    label = {"index": "diversity index", "vendi": "Vendi score"}.get(rule.metric, rule.metric)
+    if vectors is None:
+        outcome.passed = False
+        outcome.message = f"{label} cannot be measured: {NO_VECTORS}"
+        return None
+    rows, x = vectors.subset(kept)
+    outcome.details = {"embedder": vectors.embedder, "metric": rule.metric, "q": rule.q}
+    filtered: tuple[BoolArray, ObjArray] | None = None
+    if rule.action == "filter" and len(rows) > 2:
+        found = semantic.semantic_duplicates(x, 1.0)  # only the per-image redundancy
+        human = effective_origin(t)[rows] == "human"
+        candidates = np.flatnonzero(~human)
+        order = candidates[np.argsort(-found.redundancy[candidates], kind="stable")]
+        order = order[: int(rule.max_drop * len(rows))]
+        count, _ = diversity.drop_until(x, order, rule.metric, rule.min, rule.q)
+        drop = order[:count]
+        n = t.num_rows
+        mask = np.zeros(n, dtype=bool)
+        mask[rows[drop]] = True
+        keys = _str(t, "key")
+        reasons = np.full(n, None, dtype=object)
+        for i in drop.tolist():
+            reasons[rows[i]] = (
+                f"redundant: cosine {found.redundancy[i]:.3f} to {keys[rows[found.nearest[i]]]} "
+                f"(dropped to raise the {label} toward {rule.min})"
+            )
+        filtered = (mask, reasons)
+        outcome.details["filtered"] = int(count)
+        keep_local = np.ones(len(rows), dtype=bool)
+        keep_local[drop] = False
+        x = x[keep_local]
+    value = diversity.Running(x).value(rule.metric, rule.q) if len(x) >= 2 else None
+    outcome.value = value
+    outcome.details["images"] = len(x)
+    if value is None:
+        outcome.passed = False
+        outcome.message = f"{label} cannot be measured: fewer than 2 kept images have embeddings"
+        return filtered
+    outcome.passed = value >= rule.min
+    dropped = outcome.details.get("filtered")
+    outcome.message = (
+        f"{label} {value:.3f} {'>=' if outcome.passed else '<'} {rule.min} over {len(x):,} kept "
+        f"images ({vectors.embedder}"
+        + (f"; {dropped:,} redundant images dropped" if dropped else "")
+        + ")"
+    )
+    return filtered
+
+
 DatasetRuleFn = Callable[[Any, pa.Table, BoolArray, RuleOutcome], None]
 DATASET_RULES: dict[type[_Rule], DatasetRuleFn] = {
     MinHuman: _min_human,
@@ -431,39 +565,54 @@ def _params(rule: _Rule) -> dict[str, Any]:
     return rule.model_dump(exclude={"id", "rule"}, exclude_none=True)
 
 
-def apply_policy(table: pa.Table, policy: Policy) -> Decision:
+def apply_policy(table: pa.Table, policy: Policy, vectors: RowVectors | None = None) -> Decision:
     n = table.num_rows
     rule_id = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
     duplicate_of = np.full(n, None, dtype=object)
     kept = np.ones(n, dtype=bool)
     outcomes: list[RuleOutcome] = []
-    for rule in policy.image_rules():
-        mask, reasons, details = IMAGE_RULES[type(rule)](rule, table, kept.copy())
+    floors = [r for r in policy.rules if isinstance(r, MinDiversity)]
+
+    def reject(rule: _Rule, mask: BoolArray, reasons: ObjArray) -> int:
         newly = mask & kept
-        kept &= ~newly
+        kept[newly] = False
         rule_id[newly] = rule.rule_id
         reason[newly] = reasons[newly]
+        return int(newly.sum())
+
+    for rule in policy.image_rules():
+        if isinstance(rule, SemanticDuplicates):
+            mask, reasons, details = _semantic_duplicates(rule, table, kept.copy(), vectors, floors)
+        else:
+            mask, reasons, details = IMAGE_RULES[type(rule)](rule, table, kept.copy())
         originals = details.pop(DUPLICATE_OF, None)
         if originals is not None:
-            duplicate_of[newly] = originals[newly]
-        count = int(newly.sum())
-        outcomes.append(
-            RuleOutcome(
-                id=rule.rule_id,
-                rule=rule.rule_name,
-                scope="image",
-                params=_params(rule),
-                rejected=count,
-                message=f"rejected {count:,} image{'s' if count != 1 else ''}",
-                details=details,
-            )
+            duplicate_of[mask & kept] = originals[mask & kept]
+        count = reject(rule, mask, reasons)
+        outcome = RuleOutcome(
+            id=rule.rule_id,
+            rule=rule.rule_name,
+            scope="image",
+            params=_params(rule),
+            rejected=count,
+            message=f"rejected {count:,} image{'s' if count != 1 else ''}",
+            details=details,
         )
+        if "error" in details:
+            outcome.passed = False
+            outcome.message = f"cannot be evaluated: {details['error']}"
+        outcomes.append(outcome)
     for rule in policy.dataset_rules():
         outcome = RuleOutcome(
             id=rule.rule_id, rule=rule.rule_name, scope="dataset", params=_params(rule)
         )
-        DATASET_RULES[type(rule)](rule, table, kept, outcome)
+        if isinstance(rule, MinDiversity):
+            filtered = _min_diversity(rule, table, kept, outcome, vectors)
+            if filtered is not None:
+                outcome.rejected = reject(rule, *filtered)
+        else:
+            DATASET_RULES[type(rule)](rule, table, kept, outcome)
         outcomes.append(outcome)
     return Decision(
         kept=kept, rule_id=rule_id, reason=reason, duplicate_of=duplicate_of, outcomes=outcomes

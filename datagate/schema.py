@@ -47,3 +47,18 @@ def describe(schema: pa.Schema) -> str:
     for key, value in sorted((schema.metadata or {}).items()):
         lines.append(f"# {key.decode()} = {value.decode()}")
     return "\n".join(lines) + "\n"
+
+
+def embeddings_schema(dim: int, embedder: str, preprocessing: str) -> pa.Schema:
+    """``embeddings.parquet``: one unit-length float16 vector per decodable image."""
+    return pa.schema(
+        [
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float16(), dim), nullable=False),
+        ],
+        metadata={
+            "datagate.schema_version": str(SCHEMA_VERSION),
+            "datagate.embedder": embedder,
+            "datagate.preprocessing": preprocessing,
+        },
+    )

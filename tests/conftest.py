@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ GOLDEN = Path(__file__).parent / "golden"
 EVALDATA = Path(os.environ.get("DATAGATE_EVALDATA", ROOT.parent / "shared" / "evaldata"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DATAGATE_CACHE_DIR", tempfile.mkdtemp(prefix="datagate-test-cache-"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

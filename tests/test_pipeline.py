@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagate.errors import InputError
-from datagate.pipeline import PARTS_DIR, ScanOptions, load_scan, scan
+from datagate.embedders import PixelEmbedder
+from datagate.pipeline import EMBEDDINGS_FILE, PARTS_DIR, ScanOptions, load_scan, scan
 from datagate.schema import SCHEMA_VERSION, describe, images_schema
 
 from .conftest import jpeg_bytes, photo
@@ -94,18 +95,20 @@ def test_scan_killed_with_sigkill_resumes_to_identical_table(tmp_path: Path) -> 
         "--workers",
         "1",
         "--no-progress",
+        "--model",
+        "pixel",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = out / PARTS_DIR
     deadline = time.time() + 60
-    while time.time() < deadline:
-        if parts.exists() and len(list(parts.glob("*.parquet"))) >= 5:
+    while time.time() < deadline:  # a chunk is complete once its embeddings part is written
+        if parts.exists() and len(list(parts.glob("*.emb.parquet"))) >= 5:
             break
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "images.parquet").exists(), "scan finished before it could be killed"
-    n_parts = len(list(parts.glob("*.parquet")))
+    n_parts = len(list(parts.glob("*.emb.parquet")))
     assert 5 <= n_parts < 30
     resumed = subprocess.run(cmd, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -113,8 +116,9 @@ def test_scan_killed_with_sigkill_resumes_to_identical_table(tmp_path: Path) -> 
     assert meta["timing"]["chunks_resumed"] >= 5
     assert meta["timing"]["chunks_computed"] == 30 - meta["timing"]["chunks_resumed"]
     reference = tmp_path / "reference"
-    scan([data], reference, ScanOptions(chunk_size=8), workers=1)
+    scan([data], reference, ScanOptions(chunk_size=8), workers=1, embedder=PixelEmbedder())
     assert _table(out).equals(_table(reference))
+    assert pq.read_table(out / EMBEDDINGS_FILE).equals(pq.read_table(reference / EMBEDDINGS_FILE))
     assert not list(parts.glob(".*.tmp")), "leftover temp files are cleaned on the next run"
 
 
