@@ -89,21 +89,29 @@ def mean_cosine_distance(x: FloatArray) -> float:
     return 1.0 - same / (n * (n - 1))
 
 
-def kmeans_labels(x: FloatArray, k: int, seed: int = 0) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Spherical k-means (faiss) labels of the rows, trained on <= 256 points per centroid."""
+def kmeans_labels(
+    x: FloatArray, k: int, seed: int = 0, probes: int = 1
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Spherical k-means (faiss) labels of the rows, trained on <= 256 points per centroid.
+
+    With ``probes`` > 1: an (n, probes) array of each row's nearest centroids, nearest first.
+    """
     import faiss
 
     x = normalise(x)
     n, d = x.shape
     k = max(1, min(k, n))
+    probes = min(probes, k)
     if k == 1:
-        return np.zeros(n, dtype=np.int64)
+        zeros = np.zeros((n, probes), dtype=np.int64)
+        return zeros if probes > 1 else zeros.ravel()
     kmeans = faiss.Kmeans(
         d, k, niter=20, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
     )
     kmeans.train(x)
-    _, labels = kmeans.index.search(x, 1)
-    return labels.ravel().astype(np.int64)
+    _, labels = kmeans.index.search(x, probes)
+    labels = labels.astype(np.int64)
+    return labels if probes > 1 else labels.ravel()
 
 
 def cluster_coverage(

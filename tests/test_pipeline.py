@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datagate.errors import InputError
 from datagate.embedders import PixelEmbedder
+from datagate.errors import InputError
 from datagate.pipeline import EMBEDDINGS_FILE, PARTS_DIR, ScanOptions, load_scan, scan
 from datagate.schema import SCHEMA_VERSION, describe, images_schema
 

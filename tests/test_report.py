@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
+import pytest
 
 from datagate.pipeline import ScanOptions
 from datagate.policy import parse_policy
 from datagate.report import build_report, render_markdown
-from datagate.rules import apply_policy
+from datagate.rules import RowVectors, apply_policy
 from datagate.schema import images_schema
 
 POLICY = """
@@ -78,9 +80,10 @@ def _table() -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def test_report_markdown_golden(golden) -> None:  # type: ignore[no-untyped-def]
+def _report(vectors: RowVectors | None = None) -> dict:  # type: ignore[type-arg]
     table = _table()
-    decision = apply_policy(table, parse_policy(POLICY, "rules.yaml"))
+    policy = POLICY + ("  - rule: min_diversity\n    min: 0.3\n" if vectors is not None else "")
+    decision = apply_policy(table, parse_policy(policy, "rules.yaml"), vectors)
     meta = {
         "datagate_version": "0.1.0",
         "created_at": "2026-01-01T00:00:00+00:00",
@@ -104,6 +107,25 @@ def test_report_markdown_golden(golden) -> None:  # type: ignore[no-untyped-def]
             "report_md": "m",
             "report_html": "h",
         },
+        vectors=vectors,
     )
     report["datagate_version"] = "0.1.0"
+    return report
+
+
+def test_report_markdown_golden(golden) -> None:  # type: ignore[no-untyped-def]
+    report = _report()
+    assert report["diversity"] == {"measured": False, "embedder": None}
     golden("report.md", render_markdown(report))
+
+
+def test_report_markdown_golden_with_diversity(golden) -> None:  # type: ignore[no-untyped-def]
+    table = _table()
+    keys = table.column("key").to_pylist()
+    x = np.eye(8, dtype=np.float16)[[0, 1, 2, 3, 3]]  # the last two rows point the same way
+    report = _report(RowVectors.align(table, keys, x, "pixel-v1"))
+    div = report["diversity"]
+    assert div["embedder"] == "pixel-v1" and div["overall"]["scanned"]["images"] == 5
+    rule = next(r for r in report["rules"] if r["rule"] == "min_diversity")
+    assert rule["value"] == pytest.approx(div["overall"]["kept"]["index"], abs=1e-3)
+    golden("report-diversity.md", render_markdown(report))
