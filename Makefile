@@ -73,10 +73,12 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 BENCH_IMAGES ?= 20000
-bench: $(BENCH_STAMP) ## Scan throughput (20k vs 200k images) and near-duplicate benchmarks (~20 min)
+bench: $(BENCH_STAMP) ## Scan, near-duplicate, pre-commit, diversity and embedding benchmarks (~35 min)
 	$(PY) benchmarks/bench_scan.py --images $(BENCH_IMAGES) --scale 200000
 	$(PY) benchmarks/bench_neardup.py --hashes 1000000
 	$(PY) benchmarks/bench_precommit.py --images 10000
+	$(PY) benchmarks/bench_diversity.py
+	$(PY) benchmarks/bench_embed.py --models tiny ViT-B-32:random --images 2000
 
 bench-watermark: $(BENCH_STAMP) ## Watermark false positives on real photographs and survival of re-encoding (~8 min)
 	$(PY) benchmarks/bench_watermark.py

@@ -213,12 +213,22 @@ def main() -> None:
     src = generate(args.images)
     n = args.images
     rows: list[dict[str, Any]] = []
-    datagate = [PY, "-m", "datagate", "scan", str(src), "--workers", str(cores), "--no-progress"]
+    scan_cmd = [PY, "-m", "datagate", "scan", str(src), "--workers", str(cores), "--no-progress"]
+    datagate = [*scan_cmd, "--model", "none"]  # embeddings are measured apart, below
     contenders = {
         "bare-decode (1 process)": [PY, "-c", BARE, str(src)],
         f"bare-decode ({cores} processes)": [PY, "-c", BARE_PARALLEL, str(src)],
         "datagate": [*datagate, "--signals", FOUNDATION, "--out", str(OUT / "scan-folder")],
         "datagate + provenance": [*datagate, "--out", str(OUT / "scan-folder")],
+        "datagate + pixel embeddings": [
+            *scan_cmd,
+            "--model",
+            "pixel",
+            "--cache-dir",
+            str(OUT / "embed-cache-off"),
+            "--out",
+            str(OUT / "scan-folder"),
+        ],
         "imagededup": [PY, "-c", IMAGEDEDUP, str(src)],
         "cleanvision-dups": [PY, "-c", CLEANVISION, str(src), "dups"],
         "cleanvision-default": [PY, "-c", CLEANVISION, str(src), "default"],
@@ -226,9 +236,10 @@ def main() -> None:
     for name, cmd in contenders.items():
         if args.only is not None and name not in args.only and name.split(" ")[0] not in args.only:
             continue
-        if name == "datagate + provenance" and args.only is not None and name not in args.only:
+        if name.startswith("datagate +") and args.only is not None and name not in args.only:
             continue
         shutil.rmtree(OUT / "scan-folder", ignore_errors=True)
+        shutil.rmtree(OUT / "embed-cache-off", ignore_errors=True)
         run(name, cmd, n, rows)
     if args.scale:
         for total in (n, args.scale):
@@ -245,6 +256,8 @@ def main() -> None:
                     "--workers",
                     str(cores),
                     "--no-progress",
+                    "--model",
+                    "none",
                     "--out",
                     str(OUT / "scan-tars"),
                 ],
