@@ -184,7 +184,8 @@ def process_chunk(records: list[ImageRecord], part: str, options: ScanOptions) -
         if options.preprocessing is not None and decoded is not None and data is not None:
             prepared.append(prepare(decoded.image, options.preprocessing))
             result.keys.append(record.key)
-            result.digests.append(hashlib.sha256(data).digest())
+            sha = row.get("sha256")  # the hashes signal's, when it ran
+            result.digests.append(bytes.fromhex(sha) if sha else hashlib.sha256(data).digest())
     table = pa.Table.from_pylist(rows, schema=images_schema(options.signals))
     write_table(Path(part), table)
     result.rows = len(rows)
@@ -393,17 +394,24 @@ def scan(
         {"workers": workers, "chunks_computed": computed, "chunks_resumed": resumed},
     )
     if embedder is not None and stage is not None:
-        meta["embedder"] = {
-            "id": embedder.id,
-            "dim": embedder.dim,
-            "preprocessing": asdict(embedder.preprocessing),
-            "device": embedder.device,
-            "computed": stage.computed,
-            "cache": None if cache is None else str(cache.path),
-            "cache_hits": 0 if cache is None else cache.hits,
-        }
+        meta["embedder"] = embedder_meta(embedder, stage, cache)
     write_json(out / META_FILE, meta)
     return ScanResult(out=out, meta=meta, skipped=found.skipped)
+
+
+def embedder_meta(
+    embedder: Embedder, stage: EmbedStage, cache: EmbeddingCache | None
+) -> dict[str, Any]:
+    """What meta.json records of the embedder: identity, and how much was computed."""
+    return {
+        "id": embedder.id,
+        "dim": embedder.dim,
+        "preprocessing": asdict(embedder.preprocessing),
+        "device": embedder.device,
+        "computed": stage.computed,
+        "cache": None if cache is None else str(cache.path),
+        "cache_hits": 0 if cache is None else cache.hits,
+    }
 
 
 def finish_meta(

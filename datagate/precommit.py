@@ -9,7 +9,6 @@ too (``.datagate/scan``, ``.datagate/manifests``, ``.datagate/report.*``); add
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from datagate.pipeline import (
     ScanOptions,
     _compute,
     compute_row,
+    embedder_meta,
     embeddings_table,
     finish_meta,
     identity,
@@ -102,7 +102,7 @@ def incremental_scan(
         options = replace(options, embedder=embedder.id, preprocessing=embedder.preprocessing)
         vectors_cache = EmbeddingCache(cache_key(embedder), embedder.dim, cache_dir)
         stage = EmbedStage(embedder, vectors_cache, 64)
-    digests: dict[int, bytes] = {}  # row index -> sha256 of an embeddable image
+    vectors: dict[int, np.ndarray[Any, Any]] = {}  # row index -> embedding
     found = discover(
         list(inputs),
         image_column=options.image_column,
@@ -121,16 +121,15 @@ def incremental_scan(
         nonlocal misses, n_computed
         computed = computer.rows([r for _, r, _ in misses])
         if stage is not None:
-            ready = [(i, px) for (i, _, _), (_, px) in zip(misses, computed) if px is not None]
+            ready = [(i, k, px) for (i, _, k), (_, px) in zip(misses, computed) if px is not None]
             if ready:
-                stage.vectors(
-                    [digests[i] for i, _ in ready], np.stack([px for _, px in ready])
-                )  # computes the new vectors into the cache
-        for (index, _, key), (row, pixels) in zip(misses, computed):
+                new = stage.vectors(
+                    [_digest(k) for _, k, _ in ready], np.stack([px for _, _, px in ready])
+                )
+                vectors.update(zip((i for i, _, _ in ready), new))
+        for (index, _, key), (row, _) in zip(misses, computed):
             rows[index] = row
             cache.put(key, row)
-            if pixels is None:
-                digests.pop(index, None)
         n_computed += len(misses)
         misses = []  # drop the bytes: memory stays bounded by one batch
 
@@ -149,12 +148,12 @@ def incremental_scan(
                 continue
             key = content_key(data, record.meta)
             hit = cache.get(key)
-            if vectors_cache is not None:
-                digest = hashlib.sha256(data).digest()
-                digests[len(rows)] = digest
-                embeddable = hit is not None and hit.get("decodable") is not False
-                if embeddable and not vectors_cache.get_many([digest]):
-                    hit = None  # its vector is gone from the cache: compute both again
+            if vectors_cache is not None and hit is not None and hit.get("decodable") is not False:
+                known = vectors_cache.get_many([_digest(key)])
+                if known:
+                    vectors[len(rows)] = next(iter(known.values()))
+                else:
+                    hit = None  # its vector is not in the cache: compute both again
             if hit is not None:
                 rows.append({**hit, **identity(record)})
             else:
@@ -176,12 +175,10 @@ def incremental_scan(
     write_table(out / IMAGES_FILE, table)
     cache.save()
     if embedder is not None and vectors_cache is not None:
-        order = sorted(i for i in digests if rows[i] is not None)
-        known = vectors_cache.get_many([digests[i] for i in order])
-        order = [i for i in order if digests[i] in known]
+        order = sorted(vectors)
         keys = table.column("key").take(pa.array(order, pa.int64())).to_pylist()
         matrix = (
-            np.stack([known[digests[i]] for i in order])
+            np.stack([vectors[i] for i in order])
             if order
             else np.zeros((0, embedder.dim), dtype=np.float16)
         )
@@ -208,8 +205,15 @@ def incremental_scan(
         time.perf_counter() - started,
         {"workers": workers, "rows_cached": n_cached, "rows_computed": n_computed},
     )
+    if embedder is not None and stage is not None:
+        meta["embedder"] = embedder_meta(embedder, stage, vectors_cache)
     write_json(out / META_FILE, meta)
     return meta, n_cached, n_computed
+
+
+def _digest(key: str) -> bytes:
+    """The image bytes' SHA-256, the first half of a content key."""
+    return bytes.fromhex(key[:64])
 
 
 class _Computer:

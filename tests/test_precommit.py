@@ -160,3 +160,34 @@ def test_hook_manifest_installs_and_runs_with_pre_commit_try_repo(data_repo: Pat
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "datagate: PASS" in output
+
+
+def test_hook_embeds_when_the_policy_needs_it_and_reuses_cached_vectors(tmp_path: Path) -> None:
+    import numpy as np
+
+    from datagate.embedders import PixelEmbedder
+    from datagate.pipeline import load_embeddings, scan
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        camera_photo(data / f"p{i}.jpg", i)
+    (data / "broken.jpg").write_bytes(b"not an image")
+    policy = parse_policy(POLICY + "  - rule: min_diversity\n    min: 0.1\n", "policy")
+    state = tmp_path / ".datagate"
+    hook = {"source": "p", "state_dir": state, "workers": 1, "embedder": PixelEmbedder()}
+    first = run_hook([data], policy, **hook)  # type: ignore[arg-type]
+    assert first.computed == 6
+    again = run_hook([data], policy, **hook)  # type: ignore[arg-type]
+    assert (again.cached, again.computed) == (6, 0)
+    meta = again.result.report["scan"]["embedder"]
+    assert meta["id"] == "pixel-v1" and meta["computed"] == 0
+    hooked = load_embeddings(state / "scan")
+    scan([data], tmp_path / "fresh", workers=1, embedder=PixelEmbedder())
+    fresh = load_embeddings(tmp_path / "fresh")
+    assert hooked is not None and fresh is not None and len(hooked.keys) == 5
+    by_key = dict(zip(fresh.keys.tolist(), fresh.vectors))
+    for key, vector in zip(hooked.keys.tolist(), hooked.vectors):
+        np.testing.assert_array_equal(vector, by_key[key])
+    rule = next(r for r in again.result.report["rules"] if r["rule"] == "min_diversity")
+    assert rule["passed"] and "pixel-v1" in rule["message"]
