@@ -98,6 +98,8 @@ def test_uncached_pretrained_model_fails_fast_offline() -> None:
     assert "not in the Hugging Face cache" in text
     for choice in ("auto", "pixel", "local-dir:", "hf-hub:"):
         assert choice in text
+    with pytest.raises(ModelUnavailable, match="laion/CLIP-ViT-B-16-laion2B-s34B-b88K"):
+        load_embedder("hf-hub:laion/CLIP-ViT-B-16-laion2B-s34B-b88K")  # Hub checkpoints too
 
 
 def test_auto_falls_back_to_pixel_with_a_warning() -> None:
