@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +13,7 @@ from datagate import __version__
 from datagate.errors import DatagateError, ExitCode
 
 if TYPE_CHECKING:
+    from datagate.detector import Head
     from datagate.embedders import Embedder
 
 DEFAULT_SCAN_DIR = Path("datagate-out/scan")
@@ -34,6 +35,11 @@ app = typer.Typer(
 )
 rules_app = typer.Typer(help="Work with rules files.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+detector_app = typer.Typer(
+    help="Train and evaluate synthetic-content detector heads over embeddings.",
+    no_args_is_help=True,
+)
+app.add_typer(detector_app, name="detector")
 
 _state = {"debug": False}
 
@@ -61,6 +67,16 @@ ModelOption = Annotated[
 ]
 DeviceOption = Annotated[
     str, typer.Option(help="Where the model runs: auto (cuda if present), cpu, cuda, cuda:N.")
+]
+DetectorOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--detector",
+        help="Detector head (safetensors, from `datagate detector train`; env "
+        "DATAGATE_DETECTOR): adds P(synthetic) per image, computed from the same embeddings. "
+        "The model defaults to the head's.",
+        show_default=False,
+    ),
 ]
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")
@@ -94,6 +110,17 @@ def _embedder(model: str | None, device: str, precision: str = "auto") -> Embedd
     if choice.warning:
         console.warn(choice.warning)
     return choice.embedder
+
+
+def _head(path: Path | None) -> Head | None:
+    """The detector head from --detector or DATAGATE_DETECTOR (None when neither is set)."""
+    import os
+
+    from datagate.detector import DETECTOR_ENV, load_head
+
+    if path is None and os.environ.get(DETECTOR_ENV):
+        path = Path(os.environ[DETECTOR_ENV])
+    return load_head(path) if path is not None else None
 
 
 @app.command()
@@ -139,6 +166,7 @@ def scan(
         ),
     ] = "off",
     model: ModelOption = None,
+    detector: DetectorOption = None,
     device: DeviceOption = "auto",
     precision: Annotated[
         str,
@@ -171,6 +199,9 @@ def scan(
     from datagate.pipeline import ScanOptions
     from datagate.pipeline import scan as run_scan
 
+    head = _head(detector)
+    if head is not None and model is None and not os.environ.get("DATAGATE_MODEL"):
+        model = head.model or head.embedder.removeprefix("open_clip:")
     embedder = _embedder(model, device, precision)
     cache = None
     if embedder is not None:
@@ -198,6 +229,7 @@ def scan(
             embedder=embedder,
             cache=cache,
             batch_size=batch_size,
+            head=head,
         )
     finally:
         if cache is not None:
@@ -339,6 +371,181 @@ def rules_validate(
         else:
             console.out.print(f"[green]ok[/] {file}: {len(policy.rules)} rules")
     return ExitCode.USAGE if failed else ExitCode.OK
+
+
+PathsOption = Annotated[
+    list[Path] | None,
+    typer.Option(help="Images of this class (any input `datagate scan` reads; repeatable)."),
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="CSV with 'path' and 'label' (ai/synthetic/fake or real/human) columns; paths are "
+        "relative to the CSV. Its images are read from PATHS, or from the CSV's folder.",
+    ),
+]
+WorkersOption = Annotated[int, typer.Option(help="Worker processes for decoding.")]
+
+
+def _labelled(
+    model: str | None,
+    device: str,
+    real: list[Path] | None,
+    synthetic: list[Path] | None,
+    labels: Path | None,
+    paths: list[Path] | None,
+    workers: int,
+    quiet: bool,
+) -> tuple[Embedder, Any]:
+    import os
+
+    from datagate import console
+    from datagate.embedcache import EmbeddingCache
+    from datagate.embedders import cache_key
+    from datagate.training import collect
+
+    if paths and labels is None:
+        raise DatagateError("PATHS need --labels CSV to say which images are synthetic")
+    embedder = _embedder(model or "auto", device)
+    if embedder is None:
+        raise DatagateError("a detector needs embeddings: --model none cannot be used here")
+    cache = EmbeddingCache(cache_key(embedder), embedder.dim)
+    if cache.error:
+        console.warn(cache.error)
+    bar = console.ScanProgress("embedding", enabled=not quiet and console.err.is_terminal)
+    try:
+        data = collect(
+            embedder,
+            cache,
+            real=real or [],
+            synthetic=synthetic or [],
+            labels=labels,
+            labelled=paths or [],
+            workers=workers or (os.cpu_count() or 1),
+            progress=bar,
+            batch_size=256 if embedder.device.startswith("cuda") else 64,
+        )
+    finally:
+        cache.close()
+    if not quiet:
+        for path, why in data.skipped[:10]:
+            console.warn(f"not used: {path}: {why}")
+        if len(data.skipped) > 10:
+            console.warn(f"... and {len(data.skipped) - 10} more images not used")
+    return embedder, data
+
+
+@detector_app.command("train")
+def detector_train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Head file to write (.safetensors).")],
+    real: PathsOption = None,
+    synthetic: PathsOption = None,
+    labels: LabelsOption = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Inputs labelled by --labels.", show_default=False),
+    ] = None,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds for held-out figures.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for the folds.")] = 0,
+    workers: WorkersOption = 0,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> int:
+    """Train a logistic-regression head on labelled images; print held-out AUC, accuracy and
+    TPR at 1 % / 5 % FPR (out-of-fold), and store calibration with the head.
+
+      datagate detector train --real photos/ --synthetic generated/ --out head.safetensors
+    """
+    from datagate import console
+    from datagate.detector import save_head, train_head
+    from datagate.embedders import model_spec
+
+    embedder, data = _labelled(model, device, real, synthetic, labels, paths, workers, quiet)
+    result = train_head(
+        data.vectors,
+        data.labels,
+        embedder=embedder.id,
+        preprocessing=embedder.preprocessing.id,
+        model=model_spec(model) if model_spec(model) != "auto" else None,
+        folds=folds,
+        seed=seed,
+        training={"inputs": [str(p) for p in [*(real or []), *(synthetic or []), *(paths or [])]]},
+    )
+    head = result.head
+    if head.model is None:
+        head = _with_model(head, embedder)
+    save_head(head, out)
+    summary: dict[str, Any] = {
+        "head": str(out),
+        "embedder": embedder.id,
+        "threshold": head.calibration.threshold,
+        "held_out": result.held_out,
+    }
+    if json_output:
+        console.print_json(summary)
+    elif not quiet:
+        console.detector_metrics("held-out (cross-validated)", result.held_out, head)
+        console.out.print(f"wrote {out}", soft_wrap=True)
+    return ExitCode.OK
+
+
+def _with_model(head: Head, embedder: Embedder) -> Head:
+    from dataclasses import replace
+
+    from datagate.embedders import PixelEmbedder
+
+    spec = "pixel" if embedder.id == PixelEmbedder.id else embedder.id.removeprefix("open_clip:")
+    return replace(head, model=spec)
+
+
+@detector_app.command("eval")
+def detector_eval(
+    head_path: Annotated[Path, typer.Argument(help="Head file (.safetensors).")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Inputs labelled by --labels.", show_default=False),
+    ] = None,
+    labels: LabelsOption = None,
+    real: PathsOption = None,
+    synthetic: PathsOption = None,
+    device: DeviceOption = "auto",
+    workers: WorkersOption = 0,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> int:
+    """Measure a head on labelled images it was not trained on: AUC, accuracy, TPR at
+    1 % / 5 % FPR, and the estimated human share with its 95 % interval against the truth.
+
+      datagate detector eval head.safetensors ./heldout --labels heldout/labels.csv
+    """
+    import numpy as np
+
+    from datagate import console
+    from datagate.detector import load_head, metrics
+    from datagate.prevalence import ShareModel
+
+    head = load_head(head_path)
+    spec = head.model or head.embedder.removeprefix("open_clip:")
+    embedder, data = _labelled(spec, device, real, synthetic, labels, paths, workers, quiet)
+    head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
+    p = head.proba(data.vectors)
+    found = metrics(p, data.labels, head.calibration.threshold)
+    share = ShareModel(0, 0, p, 0, "not_human", head.calibration).estimate()
+    truth = float(np.mean(data.labels == 0))
+    summary = {
+        "head": str(head_path),
+        "embedder": head.embedder,
+        "metrics": found,
+        "human_share": {"true": truth, **share.as_dict()},
+    }
+    if json_output:
+        console.print_json(summary)
+    elif not quiet:
+        console.detector_metrics("evaluation", found, head)
+        console.out.print(console.share_line(share, truth), soft_wrap=True)
+    return ExitCode.OK
 
 
 def parse_signals(text: str) -> tuple[str, ...]:

@@ -160,3 +160,42 @@ def enforce_summary(report: dict[str, Any]) -> None:
     o = report["outputs"]
     out.print(f"manifests: {o['kept']}, {o['rejected']}")
     out.print(f"report: {o['report_md']} · {o.get('report_html')} (json: {o['report_json']})")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def detector_metrics(title: str, m: dict[str, Any], head: Any) -> None:
+    """A detector head's figures on labelled images."""
+    auc = "n/a (one class only)" if m["auc"] is None else f"{m['auc']:.3f}"
+    at = m["tpr_at_fpr"]
+    out.print(
+        f"[bold]{title}[/] on {m['n_real']:,} real + {m['n_synthetic']:,} synthetic images "
+        f"({head.embedder})",
+        soft_wrap=True,
+        highlight=False,
+    )
+    out.print(
+        f"  AUC {auc} · accuracy {_pct(m['accuracy'])} at threshold "
+        f"{head.calibration.threshold:.3f} (TPR {_pct(m['tpr'])}, FPR {_pct(m['fpr'])}) · "
+        f"TPR at 1% FPR {_pct(at['0.01'])} · at 5% FPR {_pct(at['0.05'])}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def share_line(estimate: Any, truth: float | None = None) -> str:
+    """One line: estimated human share with its interval (and the truth when known)."""
+    if estimate.share is None:
+        text = "human share: cannot be estimated"
+    else:
+        text = (
+            f"human share {estimate.share:.1%} "
+            f"({estimate.confidence:.0%} interval {estimate.low:.1%} to {estimate.high:.1%})"
+        )
+    if truth is not None:
+        text += f"; true share {truth:.1%}"
+    if estimate.note:
+        text += f"; {estimate.note}"
+    return text

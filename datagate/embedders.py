@@ -446,7 +446,7 @@ def load_embedder(spec: str, *, device: str = "auto", precision: str = "auto") -
     """Resolve a spec to an embedder; ``auto`` falls back to ``pixel`` with a warning."""
     if spec == "none":
         return Choice(None)
-    if spec == "pixel":
+    if spec in ("pixel", PixelEmbedder.id):
         return Choice(PixelEmbedder())
     if spec == "auto":
         if not _clip_installed():

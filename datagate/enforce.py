@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datagate.detector import Calibration
 from datagate.errors import InputError
 from datagate.io import write_json, write_table, write_text
 from datagate.pipeline import META_FILE, load_embeddings, load_scan
@@ -61,7 +62,9 @@ def enforce(
         if embeddings is None
         else RowVectors.align(table, embeddings.keys, embeddings.vectors, embeddings.embedder)
     )
-    decision = apply_policy(table, policy, vectors)
+    detector = meta.get("detector")
+    calibration = Calibration(**detector["calibration"]) if detector else None
+    decision = apply_policy(table, policy, vectors, calibration)
     kept_mask = pa.array(decision.kept)
     kept = table.filter(kept_mask)
     rejected = table.filter(pa.compute.invert(kept_mask))

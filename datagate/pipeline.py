@@ -37,6 +37,7 @@ from datagate.decode import (
     configure_pillow,
     decode,
 )
+from datagate.detector import attach_scores
 from datagate.embedders import Preprocessing, prepare
 from datagate.errors import InputError
 from datagate.io import atomic_path, write_json, write_table
@@ -48,6 +49,7 @@ from datagate.signals import DEFAULT_SIGNALS, SIGNALS, Sample
 from datagate.signals.base import nulls
 
 if TYPE_CHECKING:
+    from datagate.detector import Head
     from datagate.embedcache import EmbeddingCache
     from datagate.embedders import Embedder
 
@@ -75,6 +77,8 @@ class ScanOptions:
     #: The embedder's id and its input preprocessing (None: no embeddings).
     embedder: str | None = None
     preprocessing: Preprocessing | None = None
+    #: The id of the detector head applied to the embeddings (None: no synthetic score).
+    detector: str | None = None
 
     def config_hash(self) -> str:
         payload = {
@@ -197,8 +201,15 @@ def process_chunk(records: list[ImageRecord], part: str, options: ScanOptions) -
 class EmbedStage:
     """Runs in the main process: cached vectors by SHA-256, the model for the rest."""
 
-    def __init__(self, embedder: Embedder, cache: EmbeddingCache | None, batch_size: int) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        cache: EmbeddingCache | None,
+        batch_size: int,
+        head: Head | None = None,
+    ) -> None:
         self.embedder, self.cache, self.batch_size = embedder, cache, max(1, batch_size)
+        self.head = head
         self.computed = 0
 
     def vectors(
@@ -226,17 +237,29 @@ class EmbedStage:
         return out
 
     def write(self, result: ChunkResult, path: Path) -> None:
+        """Write a chunk's vectors (and, with a head, their scores: the same forward pass)."""
         vectors = self.vectors(result.digests, result.pixels)
-        write_table(path, embeddings_table(result.keys, vectors, self.embedder))
+        scores = None
+        if self.head is not None:
+            scores = self.head.proba(vectors.astype(np.float32)).astype(np.float32)
+        write_table(path, embeddings_table(result.keys, vectors, self.embedder, scores))
 
 
 def embeddings_table(
-    keys: Sequence[str], vectors: np.ndarray[Any, Any], embedder: Embedder
+    keys: Sequence[str],
+    vectors: np.ndarray[Any, Any],
+    embedder: Embedder,
+    scores: np.ndarray[Any, Any] | None = None,
 ) -> pa.Table:
-    schema = embeddings_schema(embedder.dim, embedder.id, embedder.preprocessing.id)
+    schema = embeddings_schema(
+        embedder.dim, embedder.id, embedder.preprocessing.id, scored=scores is not None
+    )
     flat = pa.array(np.asarray(vectors, dtype=np.float16).ravel(), type=pa.float16())
     column = pa.FixedSizeListArray.from_arrays(flat, embedder.dim)
-    return pa.Table.from_arrays([pa.array(list(keys), pa.string()), column], schema=schema)
+    arrays = [pa.array(list(keys), pa.string()), column]
+    if scores is not None:
+        arrays.append(pa.array(np.asarray(scores, dtype=np.float32), pa.float32()))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _init_worker() -> None:
@@ -303,16 +326,30 @@ def scan(
     embedder: Embedder | None = None,
     cache: EmbeddingCache | None = None,
     batch_size: int = 256,
+    head: Head | None = None,
 ) -> ScanResult:
     """Scan ``inputs`` into ``out/images.parquet`` and ``out/meta.json``; resume if possible.
 
     With an ``embedder``, also ``out/embeddings.parquet`` (vectors looked up in ``cache``
-    by image SHA-256 first).
+    by image SHA-256 first). With a detector ``head`` (which needs the embedder it was trained
+    on), every decodable image also gets its P(synthetic) in ``images.parquet``.
     """
     options = options or ScanOptions()
+    if head is not None:
+        if embedder is None:
+            raise InputError(
+                "a detector head scores embeddings, but this scan computes none",
+                hint=f"pass --model {head.model or head.embedder} (the head's embedder)",
+            )
+        head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
     if embedder is not None:
-        options = replace(options, embedder=embedder.id, preprocessing=embedder.preprocessing)
-    stage = EmbedStage(embedder, cache, batch_size) if embedder is not None else None
+        options = replace(
+            options,
+            embedder=embedder.id,
+            preprocessing=embedder.preprocessing,
+            detector=head.id if head is not None else None,
+        )
+    stage = EmbedStage(embedder, cache, batch_size, head) if embedder is not None else None
     workers = workers if workers is not None else (os.cpu_count() or 1)
     progress = progress or _NoProgress()
     unknown = [s for s in options.signals if s not in SIGNALS]
@@ -395,6 +432,8 @@ def scan(
     )
     if embedder is not None and stage is not None:
         meta["embedder"] = embedder_meta(embedder, stage, cache)
+    if head is not None:
+        meta["detector"] = detector_meta(head)
     write_json(out / META_FILE, meta)
     return ScanResult(out=out, meta=meta, skipped=found.skipped)
 
@@ -411,6 +450,18 @@ def embedder_meta(
         "computed": stage.computed,
         "cache": None if cache is None else str(cache.path),
         "cache_hits": 0 if cache is None else cache.hits,
+    }
+
+
+def detector_meta(head: Head) -> dict[str, Any]:
+    """What meta.json records of the detector head (enforce reads the calibration here)."""
+    return {
+        "id": head.id,
+        "embedder": head.embedder,
+        "preprocessing": head.preprocessing,
+        "model": head.model,
+        "calibration": asdict(head.calibration),
+        "training": head.training,
     }
 
 
@@ -480,13 +531,14 @@ def _merge(
 ) -> dict[str, Any]:
     """Concatenate the parts in plan order into ``images.parquet`` (atomically)."""
     schema = images_schema(options.signals)
+    final_schema = images_schema(options.signals, options.detector)
     parts_dir = out / PARTS_DIR
     keep: set[str] = set()
     shards_meta: list[dict[str, Any]] = []
     n_images = n_errors = 0
     with (
         atomic_path(out / IMAGES_FILE) as tmp,
-        pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
+        pq.ParquetWriter(tmp, final_schema, compression="zstd") as writer,
     ):
         buffer: list[pa.Table] = []
         buffered = 0
@@ -496,6 +548,14 @@ def _merge(
             for part in _parts_of(parts_dir, prefix):
                 keep.add(part.name)
                 table = pq.read_table(part, schema=schema)
+                if options.detector is not None:
+                    scored = pq.read_table(_embedding_part(part), columns=["key", "detector_score"])
+                    table = attach_scores(
+                        table,
+                        scored.column("key").to_numpy(),
+                        scored.column("detector_score").to_numpy(),
+                        final_schema,
+                    )
                 shard_images += table.num_rows
                 shard_errors += table.num_rows - table.column("error").null_count
                 buffer.append(table)
@@ -547,7 +607,7 @@ def _merge_embeddings(out: Path, plan: list[tuple[Shard, str]], embedder: Embedd
             for part in _parts_of(parts_dir, prefix):
                 emb = _embedding_part(part)
                 names.add(emb.name)
-                writer.write_table(pq.read_table(emb, schema=schema))
+                writer.write_table(pq.read_table(emb, columns=schema.names).cast(schema))
     return names
 
 

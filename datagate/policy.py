@@ -109,6 +109,15 @@ class SemanticDuplicates(_Rule):
     policy's min_diversity thresholds hold."""
 
 
+class MaxGeneration(_Rule):
+    rule: Literal["max_generation"]
+    max: Annotated[int, Field(ge=0)]
+    """Reject images more than this many model generations away from human data
+    (0: human-made only; 1: also outputs of models trained on human data)."""
+    unknown: Literal["keep", "reject"]
+    """Images whose generation is not recorded: keep or reject (required: no default)."""
+
+
 # ----------------------------------------------------------------- dataset rules
 
 Strength = Literal["weak", "strong", "definitive"]
@@ -122,7 +131,13 @@ class MinHuman(_Rule):
     """Weakest evidence that lets an image count as human (weaker counts as unknown)."""
     untrusted_c2pa: Literal["count", "ignore"] = "count"
     """Whether claims of valid C2PA manifests from signers not on a trust list count."""
-    action: Literal["fail"] = "fail"
+    bound: Literal["estimate", "lower"] = "estimate"
+    """Gate on the point estimate or on the lower end of its 95 % interval (the interval
+    comes from the detector's scores; with provenance alone both are the exact count)."""
+    action: Literal["fail", "filter"] = "fail"
+    """fail: only judge; filter: first drop the most-likely-synthetic kept images (synthetic
+    provenance first, then by descending P(synthetic); never an image with human evidence)
+    until the estimate, or its lower bound, reaches ``min``."""
 
 
 class MinDiversity(_Rule):
@@ -157,6 +172,7 @@ IMAGE_RULE_TYPES: tuple[type[_Rule], ...] = (
     NearDuplicates,
     SemanticDuplicates,
     ProvenanceRule,
+    MaxGeneration,
 )
 DATASET_RULE_TYPES: tuple[type[_Rule], ...] = (
     MinHuman,
@@ -179,6 +195,7 @@ Rule = Annotated[
         NearDuplicates,
         SemanticDuplicates,
         ProvenanceRule,
+        MaxGeneration,
         MinHuman,
         MinDiversity,
         MaxRejectedFraction,

@@ -615,3 +615,35 @@ def sidecar_evidence(meta: dict[str, Any]) -> list[Evidence]:
     if generator and not any(e.says == "synthetic" for e in out):
         out.append(Evidence("sidecar", None, "weak", f"sidecar generator={generator!r}", generator))
     return out
+
+
+#: Where a stated generation is read: WebDataset ``.json`` sidecars and Parquet metadata
+#: columns (``generation``), PNG/WEBP text chunks (``datagate:generation``).
+GENERATION_KEYS = ("generation", "datagate:generation")
+
+
+def generation(
+    meta: dict[str, Any], info: dict[str, Any], verdict: Verdict
+) -> tuple[int | None, str | None]:
+    """(generation, where it came from): 0 for human-made, n+1 for the output of a model
+    trained on data of generation n.
+
+    A stated generation wins; otherwise an image with definitive or strong human evidence is
+    generation 0; anything else is unknown (None): a synthetic image's generation cannot be
+    inferred from the image.
+    """
+    doc = meta.get("json") if isinstance(meta.get("json"), dict) else {}
+    for where, source in (("sidecar", doc), ("metadata", meta), ("text chunk", info)):
+        for key in GENERATION_KEYS:
+            value = source.get(key) if isinstance(source, dict) else None
+            if value is None or isinstance(value, bool):
+                continue
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                continue
+            if number >= 0:
+                return number, where
+    if verdict.origin == "human" and verdict.strength in ("definitive", "strong"):
+        return 0, "human provenance"
+    return None, None

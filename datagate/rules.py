@@ -19,11 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datagate import dedup, diversity, semantic
+from datagate.detector import Calibration
 from datagate.policy import (
     Decodable,
     Dimensions,
     ExactDuplicates,
     Formats,
+    MaxGeneration,
     MaxRejectedFraction,
     MaxUnknownOrigin,
     MinDiversity,
@@ -35,6 +37,7 @@ from datagate.policy import (
     SemanticDuplicates,
     _Rule,
 )
+from datagate.prevalence import ShareModel
 from datagate.provenance import STRENGTH_RANK, Evidence, decide
 
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
@@ -375,6 +378,33 @@ def _provenance(
     return bad, _reasons(n, bad, reason), {}
 
 
+def _max_generation(
+    rule: MaxGeneration, t: pa.Table, alive: BoolArray
+) -> tuple[BoolArray, ObjArray, dict[str, Any]]:
+    n = t.num_rows
+    if "generation" in t.column_names:
+        column = t.column("generation")
+        known = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        gen = column.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    else:  # a scan without the provenance signal (or from before generations were read)
+        known, gen = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
+    too_far = alive & known & (gen > rule.max)
+    unknown = alive & ~known
+    bad = too_far | (unknown if rule.unknown == "reject" else np.zeros(n, dtype=bool))
+
+    def reason(r: int) -> str:
+        if known[r]:
+            return f"generation {gen[r]} > {rule.max}"
+        return "generation unknown (the policy rejects unknown generations)"
+
+    details = {
+        "unknown": int(unknown.sum()),
+        "unknown_policy": rule.unknown,
+        "over_max": int(too_far.sum()),
+    }
+    return bad, _reasons(n, bad, reason), details
+
+
 IMAGE_RULES: dict[type[_Rule], ImageRuleFn] = {
     Decodable: _decodable,
     Dimensions: _dimensions,
@@ -383,6 +413,7 @@ IMAGE_RULES: dict[type[_Rule], ImageRuleFn] = {
     ExactDuplicates: _exact_duplicates,
     NearDuplicates: _near_duplicates,
     ProvenanceRule: _provenance,
+    MaxGeneration: _max_generation,
 }
 
 
@@ -427,40 +458,145 @@ def origin_counts(origin: ObjArray, kept: BoolArray) -> dict[str, int]:
     return {"human": human, "synthetic": synthetic, "unknown": int(kept.sum()) - human - synthetic}
 
 
-def _min_human(rule: MinHuman, t: pa.Table, kept: BoolArray, outcome: RuleOutcome) -> None:
-    c = origin_counts(effective_origin(t, rule), kept)
-    human, synthetic, unknown = c["human"], c["synthetic"], c["unknown"]
-    if rule.unknown == "not_human":
-        num, den = human, human + synthetic + unknown
-    elif rule.unknown == "exclude":
-        num, den = human, human + synthetic
-    else:
-        num, den = human + unknown, human + synthetic + unknown
-    share = num / den if den else None
-    outcome.value, outcome.threshold = share, rule.min
+def _min_human(
+    rule: MinHuman,
+    t: pa.Table,
+    kept: BoolArray,
+    outcome: RuleOutcome,
+    calibration: Calibration | None = None,
+) -> tuple[BoolArray, ObjArray] | None:
+    """Judge the kept set's human share; with ``action: filter`` first drop likely-synthetic.
+
+    Provenance counts exactly; kept images of unknown origin that carry a detector score are
+    estimated (:mod:`datagate.prevalence`); the rest follow ``rule.unknown``.
+    """
+    origin = effective_origin(t, rule)
+    c = origin_counts(origin, kept)
+    unknown_rows = kept & (origin == "unknown")
+    score = np.full(t.num_rows, np.nan)
+    if "detector_score" in t.column_names:
+        column = t.column("detector_score").cast(pa.float64()).fill_null(np.nan)
+        score = column.to_numpy(zero_copy_only=False)
+    scored_rows = unknown_rows & ~np.isnan(score)
+    model = ShareModel(
+        c["human"],
+        c["synthetic"],
+        score[scored_rows],
+        int((unknown_rows & np.isnan(score)).sum()),
+        rule.unknown,
+        calibration,
+    )
+    estimate = model.estimate()
+    filtered: tuple[BoolArray, ObjArray] | None = None
+    unreachable = False
+    if rule.action == "filter" and not _share_passes(rule, estimate):
+        drops = model.filter_to(rule.min, rule.bound)
+        unreachable = drops is None
+        drop_synthetic, drop_scored = drops or (0, 0)
+        if drop_synthetic or drop_scored:
+            filtered = _drop_likely_synthetic(
+                t, kept & (origin == "synthetic"), scored_rows, score, drop_synthetic, drop_scored
+            )
+            estimate = model.estimate(drop_synthetic, drop_scored)
+            c = {**c, "synthetic": c["synthetic"] - drop_synthetic}
+    value = estimate.share if rule.bound == "estimate" else estimate.low
+    outcome.value, outcome.threshold = value, rule.min
     outcome.details = {
         **c,
         "unknown_counts_as": rule.unknown,
         "human_evidence": rule.human_evidence,
         "untrusted_c2pa": rule.untrusted_c2pa,
-        "evidence": "provenance",
+        "evidence": "provenance + detector" if model.usable else "provenance",
+        "bound": rule.bound,
+        "estimate": estimate.as_dict(),
     }
-    counts = f"{human:,} human, {synthetic:,} synthetic, {unknown:,} unknown origin"
+    if filtered is not None:
+        outcome.details["filtered"] = int(filtered[0].sum())
+    counts = f"{c['human']:,} human, {c['synthetic']:,} synthetic"
+    if model.usable:
+        counts += (
+            f" by provenance; {estimate.scored:,} scored by the detector, of them "
+            f"~{estimate.scored_human or 0:,.0f} human"
+        )
+        if estimate.unscored:
+            counts += f"; {estimate.unscored:,} unscored unknown origin"
+    else:
+        counts += f", {estimate.unscored:,} unknown origin"
     if "origin" not in t.column_names:
         counts += "; the scan has no provenance signal, so every image's origin is unknown"
-    if share is None:
+    if model.note:
+        counts += f"; {model.note}"
+    if filtered is not None:
+        counts += f"; {int(filtered[0].sum()):,} likely-synthetic images dropped"
+    if unreachable:
+        counts += (
+            "; nothing dropped: even without every synthetic and scored image the floor "
+            "would not be shown"
+        )
+    if value is None:
         outcome.passed = False
         outcome.message = (
             f"human share cannot be measured: no kept image has known origin ({counts}); "
             f"a floor of {rule.min:.0%} cannot be shown"
         )
-        return
-    outcome.passed = share >= rule.min
+        return filtered
+    outcome.passed = value >= rule.min
     how = {"not_human": "counted as not human", "exclude": "excluded", "human": "counted as human"}
-    outcome.message = (
-        f"human share {share:.1%} {'>=' if outcome.passed else '<'} {rule.min:.0%} "
-        f"({counts}; unknown {how[rule.unknown]})"
+    if not model.usable:
+        lead = "human share" if rule.bound == "estimate" else "human share (exact count)"
+        outcome.message = (
+            f"{lead} {value:.1%} {'>=' if outcome.passed else '<'} {rule.min:.0%} "
+            f"({counts}; unknown {how[rule.unknown]})"
+        )
+        return filtered
+    assert estimate.share is not None and estimate.low is not None
+    interval = (
+        f"{estimate.confidence:.0%} interval {estimate.low:.1%} to {(estimate.high or 0):.1%}"
     )
+    if rule.bound == "estimate":
+        lead = f"estimated human share {estimate.share:.1%} ({interval})"
+    else:
+        lead = (
+            f"lower bound of the human share {estimate.low:.1%} (estimate {estimate.share:.1%}, "
+            f"{interval})"
+        )
+    outcome.message = (
+        f"{lead} {'>=' if outcome.passed else '<'} {rule.min:.0%} "
+        f"({counts}; unscored unknown {how[rule.unknown]})"
+    )
+    return filtered
+
+
+def _share_passes(rule: MinHuman, estimate: Any) -> bool:
+    value = estimate.share if rule.bound == "estimate" else estimate.low
+    return value is not None and value >= rule.min
+
+
+def _drop_likely_synthetic(
+    t: pa.Table,
+    synthetic_rows: BoolArray,
+    scored_rows: BoolArray,
+    score: np.ndarray[Any, Any],
+    drop_synthetic: int,
+    drop_scored: int,
+) -> tuple[BoolArray, ObjArray]:
+    """The rows a min_human filter drops: synthetic provenance first, then top scores."""
+    n = t.num_rows
+    mask = np.zeros(n, dtype=bool)
+    reasons = np.full(n, None, dtype=object)
+    generator = _str(t, "generator") if "generator" in t.column_names else np.full(n, None)
+    for r in np.flatnonzero(synthetic_rows)[:drop_synthetic].tolist():
+        mask[r] = True
+        made = f" ({generator[r]})" if generator[r] else ""
+        reasons[r] = f"synthetic by provenance{made}; dropped to raise the human share"
+    candidates = np.flatnonzero(scored_rows)
+    order = candidates[np.argsort(-score[candidates], kind="stable")][:drop_scored]
+    for r in order.tolist():
+        mask[r] = True
+        reasons[r] = (
+            f"likely synthetic: P(synthetic) {score[r]:.3f}; dropped to raise the human share"
+        )
+    return mask, reasons
 
 
 def _max_rejected(
@@ -552,7 +688,6 @@ def _min_diversity(
 
 DatasetRuleFn = Callable[[Any, pa.Table, BoolArray, RuleOutcome], None]
 DATASET_RULES: dict[type[_Rule], DatasetRuleFn] = {
-    MinHuman: _min_human,
     MaxRejectedFraction: _max_rejected,
     MaxUnknownOrigin: _max_unknown,
 }
@@ -565,7 +700,14 @@ def _params(rule: _Rule) -> dict[str, Any]:
     return rule.model_dump(exclude={"id", "rule"}, exclude_none=True)
 
 
-def apply_policy(table: pa.Table, policy: Policy, vectors: RowVectors | None = None) -> Decision:
+def apply_policy(
+    table: pa.Table,
+    policy: Policy,
+    vectors: RowVectors | None = None,
+    calibration: Calibration | None = None,
+) -> Decision:
+    """Judge a scan table. ``vectors``: its embeddings; ``calibration``: the calibration of
+    the detector head whose scores the table carries (from the scan's meta.json)."""
     n = table.num_rows
     rule_id = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
@@ -607,8 +749,11 @@ def apply_policy(table: pa.Table, policy: Policy, vectors: RowVectors | None = N
         outcome = RuleOutcome(
             id=rule.rule_id, rule=rule.rule_name, scope="dataset", params=_params(rule)
         )
-        if isinstance(rule, MinDiversity):
-            filtered = _min_diversity(rule, table, kept, outcome, vectors)
+        if isinstance(rule, (MinDiversity, MinHuman)):
+            if isinstance(rule, MinDiversity):
+                filtered = _min_diversity(rule, table, kept, outcome, vectors)
+            else:
+                filtered = _min_human(rule, table, kept, outcome, calibration)
             if filtered is not None:
                 outcome.rejected = reject(rule, *filtered)
         else:

@@ -30,7 +30,16 @@ def signal_versions(names: Sequence[str]) -> dict[str, int]:
     return {name: SIGNALS[name].version for name in names}
 
 
-def images_schema(signal_names: Sequence[str]) -> pa.Schema:
+#: Appended when the scan applies a detector head (``datagate scan --detector``).
+DETECTOR_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("detector_score", pa.float32()),  # the head's calibrated P(synthetic)
+    pa.field("p_synthetic", pa.float32()),  # after definitive provenance (1.0 / 0.0)
+    pa.field("p_synthetic_source", pa.string()),  # provenance | detector | None
+)
+
+
+def images_schema(signal_names: Sequence[str], detector: str | None = None) -> pa.Schema:
+    """The scan table's schema; ``detector`` is the id of the head the scan applied."""
     fields = list(IDENTITY_FIELDS)
     for name in signal_names:
         fields.extend(SIGNALS[name].fields)
@@ -38,6 +47,9 @@ def images_schema(signal_names: Sequence[str]) -> pa.Schema:
         "datagate.schema_version": str(SCHEMA_VERSION),
         "datagate.signals": json.dumps(signal_versions(signal_names), sort_keys=True),
     }
+    if detector is not None:
+        fields.extend(DETECTOR_FIELDS)
+        metadata["datagate.detector"] = detector
     return pa.schema(fields, metadata=metadata)
 
 
@@ -49,12 +61,20 @@ def describe(schema: pa.Schema) -> str:
     return "\n".join(lines) + "\n"
 
 
-def embeddings_schema(dim: int, embedder: str, preprocessing: str) -> pa.Schema:
-    """``embeddings.parquet``: one unit-length float16 vector per decodable image."""
+def embeddings_schema(
+    dim: int, embedder: str, preprocessing: str, scored: bool = False
+) -> pa.Schema:
+    """``embeddings.parquet``: one unit-length float16 vector per decodable image.
+
+    ``scored``: the scan's parts also carry the detector head's score of each vector
+    (merged into ``images.parquet``; ``embeddings.parquet`` itself holds vectors only).
+    """
+    score = [pa.field("detector_score", pa.float32())] if scored else []
     return pa.schema(
         [
             pa.field("key", pa.string(), nullable=False),
             pa.field("embedding", pa.list_(pa.float16(), dim), nullable=False),
+            *score,
         ],
         metadata={
             "datagate.schema_version": str(SCHEMA_VERSION),

@@ -17,7 +17,7 @@ from datagate.signals.base import Sample
 
 class Provenance:
     name: ClassVar[str] = "provenance"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     fields: ClassVar[tuple[pa.Field, ...]] = (
         pa.field("origin", pa.string()),  # human | synthetic | unknown
         pa.field("origin_strength", pa.string()),  # definitive | strong | weak
@@ -34,6 +34,8 @@ class Provenance:
         pa.field("watermark_ber", pa.float32()),
         pa.field("watermark_checked", pa.bool_()),
         pa.field("provenance_errors", pa.string()),
+        pa.field("generation", pa.int32()),  # 0 human; n+1 from a model trained on gen n
+        pa.field("generation_source", pa.string()),
     )
 
     def compute(self, sample: Sample) -> dict[str, Any]:
@@ -71,6 +73,7 @@ class Provenance:
                 evidence.append(prov.Evidence("watermark", None, "weak", mark.error, error=True))
         verdict = prov.decide(evidence)
         errors = [e.detail for e in evidence if e.error]
+        gen, gen_source = prov.generation(sample.record.meta, info, verdict)
         return {
             "origin": verdict.origin,
             "origin_strength": verdict.strength,
@@ -87,6 +90,8 @@ class Provenance:
             "watermark_ber": mark.ber if mark else None,
             "watermark_checked": mark is not None and mark.ber is not None,
             "provenance_errors": json.dumps(errors) if errors else None,
+            "generation": gen,
+            "generation_source": gen_source,
         }
 
 
