@@ -8,9 +8,10 @@ fitted on out-of-fold scores. It is stored as safetensors (tensors ``weight``, `
 * the embedder id and preprocessing id it was trained on (a head never scores vectors of
   another model: :meth:`Head.check` refuses them);
 * the calibration: Platt parameters, the decision threshold, and the true and false positive
-  rates measured at that threshold on held-out (cross-validated) images, with the counts they
-  rest on. The dataset-level human share (:mod:`datagate.prevalence`) is corrected with
-  these rates, and its interval widens with their uncertainty.
+  rates measured at that threshold on out-of-fold scores (each image scored by a head that
+  was not trained on it), with the counts they rest on. The dataset-level human share
+  (:mod:`datagate.prevalence`) is corrected with these rates, and its interval widens with
+  their uncertainty.
 
 Loading reads tensors and JSON only; nothing is ever unpickled.
 """
@@ -59,7 +60,7 @@ class Calibration:
     auc: float | None = None
     accuracy: float | None = None
     tpr_at_fpr: dict[str, float | None] = field(default_factory=dict)
-    method: str = "stratified 5-fold cross-validation, out-of-fold scores"
+    method: str = "cross-validation, out-of-fold scores"
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,9 @@ class Head:
     def id(self) -> str:
         """Content id of the head (weights and calibration): part of a scan's config hash."""
         h = hashlib.sha256()
-        for a in (self.weight, self.mean, self.scale):
+        for a in (self.weight, [self.bias], self.mean, self.scale):  # as stored: float32
             h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
-        h.update(json.dumps([self.bias, asdict(self.calibration)], sort_keys=True).encode())
+        h.update(json.dumps(asdict(self.calibration), sort_keys=True).encode())
         return h.hexdigest()[:16]
 
     def logits(self, x: np.ndarray[Any, Any]) -> FloatArray:
@@ -221,21 +222,6 @@ def metrics(p: np.ndarray[Any, Any], y: np.ndarray[Any, Any], threshold: float) 
     return out
 
 
-def best_threshold(p: FloatArray, y: IntArray) -> float:
-    """The threshold that maximises TPR - FPR (the most stable point for prevalence
-    correction: the correction divides by TPR - FPR)."""
-    candidates = np.unique(np.r_[p, 0.5])
-    pos, neg = y == 1, y == 0
-    best, best_gap = 0.5, -np.inf
-    for t in candidates:
-        gap = (p[pos] >= t).mean() - (p[neg] >= t).mean()
-        if gap > best_gap + 1e-12 or (
-            abs(gap - best_gap) <= 1e-12 and abs(t - 0.5) < abs(best - 0.5)
-        ):
-            best, best_gap = float(t), gap
-    return best
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -243,7 +229,8 @@ def best_threshold(p: FloatArray, y: IntArray) -> float:
 class TrainResult:
     head: Head
     held_out: dict[str, Any]  # metrics of the out-of-fold scores
-    oof: FloatArray  # calibrated out-of-fold P(synthetic), one per training image
+    held_out_p: FloatArray  # out-of-fold calibrated P(synthetic), one per training image
+    held_out_y: IntArray
 
 
 def train_head(
@@ -257,11 +244,14 @@ def train_head(
     seed: int = 0,
     training: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Fit a logistic-regression head; measure it on out-of-fold scores; calibrate on them.
+    """Fit a logistic-regression head; calibrate and measure it on out-of-fold scores.
 
-    Regularisation strength is chosen by an inner cross-validation in every fold, so the
-    held-out figures never saw the images they are measured on. Classes are weighted to
-    balance, so the head's implicit prior is 50 % synthetic.
+    Every image is scored once by a head fitted without it (stratified k-fold), so the
+    held-out figures and the rates stored for prevalence correction rest on all the images,
+    not on a small held-out slice. Rates are measured at the balanced decision boundary
+    (logit 0; classes are weighted to balance), which does not move when the final head is
+    refitted on all images; a Platt scaling fitted on the out-of-fold scores turns scores
+    into probabilities. Regularisation is chosen by an inner cross-validation in each fold.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -275,17 +265,15 @@ def train_head(
             f"{pos} synthetic"
         )
     folds = max(2, min(folds, pos, neg))
-    oof_logit = np.zeros(len(y))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train, test in splitter.split(x, y):
-        fitted = _fit(x[train], y[train], seed)
-        oof_logit[test] = fitted.logits(x[test])
-    calib = LogisticRegression(C=1e6, max_iter=1000).fit(oof_logit[:, None], y)
+    z = np.zeros(len(y))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        z[test] = _fit(x[train], y[train], seed).logits(x[test])
+    calib = LogisticRegression(C=1e4, max_iter=1000).fit(z[:, None], y)
     a, b = float(calib.coef_[0, 0]), float(calib.intercept_[0])
-    oof = platt(oof_logit, a, b)
-    threshold = best_threshold(oof, y)
-    held_out = metrics(oof, y, threshold)
-    final = _fit(x, y, seed)
+    p = platt(z, a, b)
+    threshold = float(platt(np.zeros(1), a, b)[0])
+    held_out = metrics(p, y, threshold)
+    fitted = _fit(x, y, seed)
     calibration = Calibration(
         platt_a=a,
         platt_b=b,
@@ -297,27 +285,27 @@ def train_head(
         auc=held_out["auc"],
         accuracy=held_out["accuracy"],
         tpr_at_fpr=held_out["tpr_at_fpr"],
-        method=f"stratified {folds}-fold cross-validation, out-of-fold scores",
+        method=f"stratified {folds}-fold cross-validation (seed {seed}), out-of-fold scores",
     )
     head = Head(
-        weight=final.weight,
-        bias=final.bias,
-        mean=final.mean,
-        scale=final.scale,
+        weight=fitted.weight,
+        bias=fitted.bias,
+        mean=fitted.mean,
+        scale=fitted.scale,
         embedder=embedder,
         preprocessing=preprocessing,
         calibration=calibration,
         model=model,
         training={
             **(training or {}),
-            "C": final.c,
+            "C": fitted.c,
             "n_real": neg,
             "n_synthetic": pos,
             "datagate_version": __version__,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    return TrainResult(head=head, held_out=held_out, oof=oof)
+    return TrainResult(head=head, held_out=held_out, held_out_p=p, held_out_y=y)
 
 
 @dataclass(frozen=True)

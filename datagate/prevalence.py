@@ -9,9 +9,10 @@ synthetic prevalence among them is estimated by adjusted classify-and-count (For
     pi = clip((q - FPR) / (TPR - FPR), 0, 1)
 
 with the head's TPR and FPR at that threshold, measured on held-out images
-(:class:`datagate.detector.Calibration`). The 95 % interval is a bootstrap that resamples
-both the scored images (``q``) and the held-out images the rates were measured on (TPR, FPR),
-so a head measured on few images, or one that barely separates, gives a wide interval.
+(:class:`datagate.detector.Calibration`). The 95 % interval comes from redrawing the three
+measured rates (``q`` over the scored images; TPR and FPR over the held-out images they were
+measured on) from their Jeffreys posteriors, a smoothed parametric bootstrap, so a head
+measured on few images, or one that barely separates, gives a wide interval.
 
 To say how many humans a *subset* of the scored images holds (the ``action: filter`` step
 drops the most-likely-synthetic first), each image's calibrated probability is shifted to the
@@ -80,14 +81,15 @@ class ShareModel:
         m = len(self.scores)
         if m and calibration is None:
             self.note = "scores present but the scan recorded no detector calibration"
-        elif m and calibration is not None and calibration.tpr - calibration.fpr < MIN_SEPARATION:
+        elif m and calibration is not None and not separates(calibration):
             self.note = (
-                f"the detector head barely separates held-out images (TPR {calibration.tpr:.2f}, "
-                f"FPR {calibration.fpr:.2f}); its scores are not used"
+                f"the detector head does not clearly separate held-out images (TPR "
+                f"{calibration.tpr:.2f}, FPR {calibration.fpr:.2f} on {calibration.n_synthetic:,}"
+                f" synthetic and {calibration.n_real:,} real); its scores are not used"
             )
         self.usable = m > 0 and self.note is None
         if not self.usable:
-            self.unscored += m  # scores that cannot be used count as unknown origin
+            self.unscored += m  # scores that cannot be used: unknown origin again
             self.scores = self.scores[:0]
             return
         assert calibration is not None
@@ -99,11 +101,13 @@ class ShareModel:
         self.bin_p = np.where(total_hist > 0, sums / np.maximum(total_hist, 1), 0.0)
         self.total_hist = total_hist
         q = float(np.mean(self.scores >= cal.threshold))
-        tpr = np.r_[cal.tpr, rng.binomial(cal.n_synthetic, cal.tpr, resamples) / cal.n_synthetic]
-        fpr = np.r_[cal.fpr, rng.binomial(cal.n_real, cal.fpr, resamples) / cal.n_real]
-        qs = np.r_[q, rng.binomial(m, q, resamples) / m]
+        tpr = np.r_[cal.tpr, _rate_draws(rng, cal.tpr, cal.n_synthetic, resamples)]
+        fpr = np.r_[cal.fpr, _rate_draws(rng, cal.fpr, cal.n_real, resamples)]
+        qs = np.r_[q, _rate_draws(rng, q, m, resamples)]
         # row 0 is the point estimate, rows 1.. the bootstrap replicates
-        self.pi = np.clip((qs - fpr) / np.maximum(tpr - fpr, 1e-3), 0.0, 1.0)
+        gap = tpr - fpr
+        gap = np.where(np.abs(gap) < 1e-3, np.where(gap < 0, -1e-3, 1e-3), gap)
+        self.pi = np.clip((qs - fpr) / gap, 0.0, 1.0)
         prior = cal.n_synthetic / (cal.n_synthetic + cal.n_real)
         self.human_mass = self._human_mass(prior)  # (replicates, bins)
         whole = self.human_mass @ total_hist
@@ -152,6 +156,12 @@ class ShareModel:
         shares = humans / den
         point = float(shares[0])
         low = high = point
+        if not self.usable and self.unscored and self.unknown != "exclude":
+            # nothing says what the unknown images are: the share lies between "none of them
+            # is human" and "all of them are" (the policy's ``unknown`` picks the point)
+            none_human = self.human / den
+            all_human = (self.human + self.unscored) / den
+            low, high = min(low, none_human), max(high, all_human)
         if self.usable:
             alpha = (1.0 - self.confidence) / 2
             low, high = (float(v) for v in np.quantile(shares[1:], [alpha, 1 - alpha]))
@@ -185,11 +195,11 @@ class ShareModel:
 
         if value(0) >= floor:
             return 0, 0
-        if value(steps) < floor:
-            return None
         # coarse grid, then bisection between the last miss and the first hit on it
         grid = _grid(steps)
-        hi = next(k for k in grid if value(k) >= floor)
+        hi = next((k for k in grid if value(k) >= floor), None)
+        if hi is None:
+            return None
         lo = max([k for k in grid if k < hi] or [0])
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -198,6 +208,26 @@ class ShareModel:
             else:
                 lo = mid
         return split(hi)
+
+
+def separates(calibration: Calibration) -> bool:
+    """Whether held-out TPR - FPR is clearly positive: at least MIN_SEPARATION, and its
+    lower 95 % bound (normal approximation) above zero."""
+    c = calibration
+    gap = c.tpr - c.fpr
+    se = np.sqrt(
+        c.tpr * (1 - c.tpr) / max(c.n_synthetic, 1) + c.fpr * (1 - c.fpr) / max(c.n_real, 1)
+    )
+    return bool(gap >= MIN_SEPARATION and gap - 1.96 * se > 0)
+
+
+def _rate_draws(rng: np.random.Generator, rate: float, n: int, size: int) -> FloatArray:
+    """Plausible values of a rate measured as ``rate`` on ``n`` images: draws from its
+    Jeffreys posterior, Beta(k + 1/2, n - k + 1/2). Unlike resampling the counts, this keeps
+    a spread when the measured rate is 0 or 1 (a head with 0 false positives on 20 real
+    images does not have a false positive rate of exactly 0)."""
+    k = rate * n
+    return np.asarray(rng.beta(k + 0.5, n - k + 0.5, size), dtype=np.float64)
 
 
 def _grid(steps: int, points: int = 64) -> list[int]:

@@ -72,6 +72,53 @@ def composition(table: pa.Table, mask: np.ndarray[Any, np.dtype[np.bool_]]) -> d
         "generator": _counts([g for g in sub.column("generator").to_pylist() if g], top=10),
         "c2pa_state": _counts(sub.column("c2pa_state").to_pylist()),
         "conflicts": int(sum(bool(c) for c in sub.column("provenance_conflict").to_pylist())),
+        "generation": (
+            _counts(
+                ["unknown" if g is None else str(g) for g in sub.column("generation").to_pylist()]
+            )
+            if "generation" in sub.column_names
+            else {"unknown": sub.num_rows}
+        ),
+    }
+
+
+#: Score histogram bins of the synthetic-score section.
+SCORE_BINS = 10
+
+
+def synthetic_report(
+    table: pa.Table, scan_meta: dict[str, Any], decision: Decision
+) -> dict[str, Any]:
+    """The detector's view: who decided each image's P(synthetic), score histograms, the
+    head's held-out figures, and the human-share estimate of the min_human rule."""
+    detector = scan_meta.get("detector")
+    if detector is None or "detector_score" not in table.column_names:
+        return {"measured": False}
+    score = table.column("detector_score").cast(pa.float64()).fill_null(np.nan).to_numpy()
+    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+
+    def histogram(mask: np.ndarray[Any, np.dtype[np.bool_]]) -> dict[str, int]:
+        values = score[mask & ~np.isnan(score)]
+        counts, _ = np.histogram(values, edges)
+        return {f"{lo:.1f}-{hi:.1f}": int(c) for lo, hi, c in zip(edges, edges[1:], counts)}
+
+    everything = np.ones(table.num_rows, dtype=bool)
+    cal = detector.get("calibration", {})
+    estimate = next(
+        (r.details.get("estimate") for r in decision.outcomes if r.rule == "min_human"), None
+    )
+    return {
+        "measured": True,
+        "head": detector.get("id"),
+        "embedder": detector.get("embedder"),
+        "held_out": {k: cal.get(k) for k in ("auc", "accuracy", "tpr", "fpr", "threshold")}
+        | {"images": (cal.get("n_real") or 0) + (cal.get("n_synthetic") or 0)},
+        "decided_by": _counts(
+            [s or "none (not decodable)" for s in table.column("p_synthetic_source").to_pylist()]
+        ),
+        "scores_scanned": histogram(everything),
+        "scores_kept": histogram(decision.kept),
+        "human_share": estimate,
     }
 
 
@@ -145,6 +192,7 @@ def build_report(
             "kept": composition(table, decision.kept),
         },
         "diversity": diversity_report(table, decision, vectors),
+        "synthetic": synthetic_report(table, scan_meta, decision),
         "shards": shard_breakdown(table, decision),
         "sources": _counts(
             np.asarray(table.column("reader").to_numpy(zero_copy_only=False))[
@@ -207,6 +255,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| `{r['id']}` | {r['rejected']:,} |")
     lines += _composition_markdown(report.get("composition", {}))
     lines += _diversity_markdown(report.get("diversity", {}))
+    lines += _synthetic_markdown(report.get("synthetic", {}))
     lines += nutrition_label(report)
     shards = report["shards"]
     lines += [
@@ -256,6 +305,31 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
         lines += [
             f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."
         ]
+    return lines
+
+
+def _synthetic_markdown(syn: dict[str, Any]) -> list[str]:
+    if not syn.get("measured"):
+        return []
+    held = syn["held_out"]
+    auc = "n/a" if held.get("auc") is None else f"{held['auc']:.3f}"
+    lines = [
+        "",
+        "### Synthetic score",
+        "",
+        f"Detector head `{syn['head']}` over `{syn['embedder']}` embeddings; held out on "
+        f"{held['images']:,} images: AUC {auc}, TPR {_fmt(held.get('tpr'))}, "
+        f"FPR {_fmt(held.get('fpr'))} at threshold {_fmt(held.get('threshold'))}.",
+        "",
+        "P(synthetic) decided by: "
+        + ", ".join(f"{k} {v:,}" for k, v in syn["decided_by"].items())
+        + ".",
+        "",
+        "| P(synthetic) | scanned | kept |",
+        "|---|---|---|",
+    ]
+    for label, count in syn["scores_scanned"].items():
+        lines.append(f"| {label} | {count:,} | {syn['scores_kept'].get(label, 0):,} |")
     return lines
 
 
@@ -400,6 +474,27 @@ def _borderline(report: dict[str, Any], kept: pa.Table) -> list[dict[str, Any]]:
     ]
 
 
+def _generation_label(counts: dict[str, int]) -> str:
+    if not counts:
+        return "not recorded (no provenance signal)"
+    return ", ".join(
+        f"{'gen ' + k if k != 'unknown' else 'unknown'} {v:,}"
+        for k, v in sorted(counts.items(), key=lambda kv: (kv[0] == "unknown", kv[0]))
+    )
+
+
+def _share_label(report: dict[str, Any]) -> str:
+    est = next(
+        (r["details"].get("estimate") for r in report["rules"] if r["rule"] == "min_human"), None
+    )
+    if not est or est.get("share") is None:
+        return "not judged (no min_human rule)" if not est else "cannot be measured"
+    text = f"{est['share']:.1%}"
+    if est["low"] != est["high"]:
+        text += f" ({est['confidence']:.0%} interval {est['low']:.1%} to {est['high']:.1%})"
+    return f"{text}, {est['method']}"
+
+
 def nutrition_label(report: dict[str, Any]) -> list[str]:
     """The dataset card section: what the kept set is made of, and how it was judged."""
     kept = report.get("composition", {}).get("kept", {})
@@ -425,7 +520,8 @@ def nutrition_label(report: dict[str, Any]) -> list[str]:
             for k in ("human", "synthetic", "unknown")
         )
         + " |",
-        "| generation | not recorded (no generation signal) |",
+        f"| generation | {_generation_label(kept.get('generation', {}))} |",
+        f"| human share | {_share_label(report)} |",
         "| source | "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(by_kind.items()))
         + f" ({len(report['shards'])} shards) |",

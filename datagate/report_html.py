@@ -94,6 +94,32 @@ def _not_measured(title: str, why: str) -> str:
     return f'<div class="panel"><h3>{escape(title)}</h3><p class="muted">{escape(why)}</p></div>'
 
 
+def _synthetic_panel(syn: dict[str, Any]) -> str:
+    if not syn.get("measured"):
+        return _not_measured(
+            "Synthetic score",
+            "Not measured: no detector head was configured (datagate scan --detector); origin "
+            "above comes from provenance evidence only.",
+        )
+    held = syn["held_out"]
+    auc = "n/a" if held.get("auc") is None else f"{held['auc']:.3f}"
+    chart = bar_chart("P(synthetic), kept images", syn["scores_kept"], colour="var(--bar2)")
+    share = syn.get("human_share") or {}
+    line = ""
+    if share.get("share") is not None:
+        line = (
+            f"<p>Estimated human share {share['share']:.1%} "
+            f"({share['confidence']:.0%} interval {share['low']:.1%} to {share['high']:.1%}).</p>"
+        )
+    decided = ", ".join(f"{escape(k)} {v:,}" for k, v in syn["decided_by"].items())
+    inner = chart.replace('<div class="panel">', "<div>", 1)
+    return (
+        f'<div class="panel" id="synthetic"><h3>Synthetic score</h3>'
+        f"<p>Head {escape(str(syn['head']))} over {escape(str(syn['embedder']))}; held-out AUC "
+        f"{auc} on {held['images']:,} images. Decided by: {decided}.</p>{line}{inner}</div>"
+    )
+
+
 def _diversity_panel(div: dict[str, Any]) -> str:
     if not div.get("measured"):
         return _not_measured(
@@ -189,17 +215,15 @@ def render_html(report: dict[str, Any], galleries: dict[str, list[dict[str, Any]
         bar_chart("Evidence sources (images)", scanned_comp.get("evidence_source", {})),
         bar_chart("Kept images per shard", per_shard),
         bar_chart("Rejected images per rule", rejections, colour="var(--bar2)"),
-        _not_measured(
-            "Generation",
-            "Not recorded: this scan has no generation signal; "
-            "every image counts as generation unknown.",
+        bar_chart(
+            "Generation, kept images (0: human-made)",
+            {
+                f"gen {k}" if k != "unknown" else k: v
+                for k, v in kept_comp.get("generation", {}).items()
+            },
         ),
         _diversity_panel(report.get("diversity", {})),
-        _not_measured(
-            "Synthetic score",
-            "Not measured: no synthetic-content detector was "
-            "configured; origin above comes from provenance evidence only.",
-        ),
+        _synthetic_panel(report.get("synthetic", {})),
     ]
     scan = report.get("scan", {})
     policy = report.get("policy", {})

@@ -39,7 +39,7 @@ def test_scan_writes_versioned_table_and_meta(image_folder: Path, tmp_path: Path
     meta = json.loads((out / "meta.json").read_text())
     assert meta == result.meta
     assert meta["counts"] == {"images": 12, "errors": 0, "shards": 2, "skipped_files": 1}
-    assert meta["signals"] == {"integrity": 1, "hashes": 1, "quality": 1, "provenance": 1}
+    assert meta["signals"] == {"integrity": 1, "hashes": 1, "quality": 1, "provenance": 2}
     assert meta["skipped"][0]["path"].endswith("README.md")
     assert meta["timing"]["chunks_computed"] == 2 and meta["timing"]["chunks_resumed"] == 0
 

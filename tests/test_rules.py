@@ -156,6 +156,7 @@ def test_min_human_counts_origin_of_kept_rows_only() -> None:
         ),
     )
     outcome = d.outcomes[-1]
+    estimate = outcome.details.pop("estimate")
     assert outcome.details == {
         "human": 2,
         "synthetic": 1,
@@ -164,7 +165,10 @@ def test_min_human_counts_origin_of_kept_rows_only() -> None:
         "human_evidence": "weak",
         "untrusted_c2pa": "count",
         "evidence": "provenance",
+        "bound": "estimate",
     }
+    # without detector scores the share is an exact count: the interval is the point
+    assert estimate["share"] == estimate["low"] == estimate["high"] == pytest.approx(2 / 3, 1e-5)
     assert outcome.value == pytest.approx(2 / 3) and outcome.passed
 
 
