@@ -79,6 +79,7 @@ bench: $(BENCH_STAMP) ## Scan, near-duplicate, pre-commit, diversity and embeddi
 	$(PY) benchmarks/bench_precommit.py --images 10000
 	$(PY) benchmarks/bench_diversity.py
 	$(PY) benchmarks/bench_embed.py --models tiny ViT-B-32:random --images 2000
+	$(PY) benchmarks/bench_detect.py
 
 bench-watermark: $(BENCH_STAMP) ## Watermark false positives on real photographs and survival of re-encoding (~8 min)
 	$(PY) benchmarks/bench_watermark.py
