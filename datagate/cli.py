@@ -325,6 +325,7 @@ def precommit(
     ] = Path(".datagate"),
     workers: Annotated[int, typer.Option(help="Worker processes for new images.")] = 0,
     model: ModelOption = None,
+    detector: DetectorOption = None,
     device: DeviceOption = "auto",
 ) -> int:
     """Gate a data repository (pre-commit hook): re-scan only new content, enforce the rules.
@@ -339,13 +340,18 @@ def precommit(
 
     path = rules if rules is not None else default_rules_path()
     policy = load_policy(path)
+    head = _head(detector)
+    if head is not None and model is None and not os.environ.get("DATAGATE_MODEL"):
+        model = head.model or head.embedder.removeprefix("open_clip:")
+    needs_model = policy.needs_embeddings() or head is not None
     run = run_hook(
         paths or [Path(".")],
         policy,
         source=str(path),
         state_dir=state_dir,
         workers=workers or (os.cpu_count() or 1),
-        embedder=_embedder(model, device) if policy.needs_embeddings() else None,
+        embedder=_embedder(model, device) if needs_model else None,
+        head=head,
     )
     console.hook_summary(run.result.report, run.images, run.cached, run.computed, run.seconds)
     return ExitCode.OK if run.result.passed else ExitCode.GATE_FAILED

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from datagate.cache import ContentCache, content_key
+from datagate.detector import attach_scores
 from datagate.enforce import EnforceResult, enforce
 from datagate.io import write_json, write_table
 from datagate.pipeline import (
@@ -31,6 +32,7 @@ from datagate.pipeline import (
     ScanOptions,
     _compute,
     compute_row,
+    detector_meta,
     embedder_meta,
     embeddings_table,
     finish_meta,
@@ -43,6 +45,7 @@ from datagate.records import ImageRecord
 from datagate.schema import images_schema
 
 if TYPE_CHECKING:
+    from datagate.detector import Head
     from datagate.embedders import Embedder
 
 Prepared = np.ndarray[Any, np.dtype[np.uint8]]
@@ -87,11 +90,13 @@ def incremental_scan(
     cache_dir: Path,
     workers: int,
     embedder: Embedder | None = None,
+    head: Head | None = None,
 ) -> tuple[dict[str, Any], int, int]:
     """Scan ``inputs`` into ``out`` reusing cached rows; returns (meta, cached, computed).
 
     With an ``embedder``, also ``out/embeddings.parquet``, its vectors cached by image
-    SHA-256 in the same cache folder.
+    SHA-256 in the same cache folder; with a detector ``head`` too, every embedded image's
+    P(synthetic), scored from those vectors as in a full scan.
     """
     from datagate.embedcache import EmbeddingCache
     from datagate.embedders import cache_key
@@ -172,8 +177,6 @@ def incremental_scan(
     flush()
     computer.close()
     table = pa.Table.from_pylist(rows, schema=schema)
-    write_table(out / IMAGES_FILE, table)
-    cache.save()
     if embedder is not None and vectors_cache is not None:
         order = sorted(vectors)
         keys = table.column("key").take(pa.array(order, pa.int64())).to_pylist()
@@ -184,8 +187,15 @@ def incremental_scan(
         )
         write_table(out / EMBEDDINGS_FILE, embeddings_table(keys, matrix, embedder))
         vectors_cache.close()
+        if head is not None:
+            head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
+            scores = head.proba(matrix.astype(np.float32))
+            final = images_schema(options.signals, head.id)
+            table = attach_scores(table, np.array(keys, dtype=object), scores, final)
     else:
         (out / EMBEDDINGS_FILE).unlink(missing_ok=True)
+    write_table(out / IMAGES_FILE, table)
+    cache.save()
     errors = table.num_rows - table.column("error").null_count
     meta: dict[str, Any] = {
         "counts": {
@@ -207,6 +217,8 @@ def incremental_scan(
     )
     if embedder is not None and stage is not None:
         meta["embedder"] = embedder_meta(embedder, stage, vectors_cache)
+    if head is not None and embedder is not None:
+        meta["detector"] = detector_meta(head)
     write_json(out / META_FILE, meta)
     return meta, n_cached, n_computed
 
@@ -248,10 +260,12 @@ def run_hook(
     options: ScanOptions | None = None,
     workers: int | None = None,
     embedder: Embedder | None = None,
+    head: Head | None = None,
 ) -> HookRun:
     """Incrementally scan ``inputs`` and enforce ``policy``; outputs go to ``state_dir``.
 
-    ``embedder`` is used only when the policy has rules that need embeddings.
+    ``embedder`` is used only when the policy has rules that need embeddings, or a detector
+    ``head`` is given (its scores feed the min_human estimate).
     """
     started = time.perf_counter()
     options = options or ScanOptions()
@@ -263,7 +277,8 @@ def run_hook(
         options,
         state_dir / "cache",
         workers,
-        embedder if policy.needs_embeddings() else None,
+        embedder if policy.needs_embeddings() or head is not None else None,
+        head,
     )
     result = enforce(scan_dir, policy, source=source, out=state_dir)
     return HookRun(

@@ -361,3 +361,31 @@ def test_training_from_the_real_labelled_evaldata(evaldata: Path, tmp_path: Path
     held = summary["held_out"]
     assert (held["n_real"], held["n_synthetic"]) == (56, 119)  # every labelled image used
     assert 0.0 <= held["auc"] <= 1.0 and load_head(out).embedder == "pixel-v1"
+
+
+def test_precommit_hook_scores_with_a_head(labelled: Path, tmp_path: Path) -> None:
+    from datagate.embedders import PixelEmbedder
+    from datagate.precommit import run_hook
+    from datagate.training import collect
+
+    embedder = PixelEmbedder()
+    data = collect(
+        embedder, None, real=[labelled / "real"], synthetic=[labelled / "fake"], workers=1
+    )
+    head = train_head(
+        data.vectors, data.labels, embedder=embedder.id, preprocessing=embedder.preprocessing.id
+    ).head
+    policy = parse_policy("rules: [{rule: min_human, min: 0.4}]", "t")
+    state = tmp_path / ".datagate"
+    tables = []
+    for _ in range(2):  # the second run comes from the caches
+        run = run_hook([labelled], policy, source="t", state_dir=state, workers=1,
+                       embedder=embedder, head=head)  # fmt: skip
+        estimate = run.result.report["rules"][0]["details"]["estimate"]
+        assert estimate["scored"] == 48 and estimate["low"] < estimate["share"]
+        assert run.result.passed  # half of the images are real photographs
+        tables.append(pq.read_table(state / "scan" / "images.parquet"))
+    assert run.cached == 48
+    assert tables[0].column("detector_score").equals(tables[1].column("detector_score"))
+    scored = tables[1].to_pandas().set_index("member")
+    assert scored.filter(like="f", axis=0).detector_score.min() > 0.5
