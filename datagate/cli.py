@@ -123,6 +123,11 @@ def _head(path: Path | None) -> Head | None:
     return load_head(path) if path is not None else None
 
 
+def _head_model(head: Head) -> str:
+    """The --model spec that reproduces the embeddings a head was trained on."""
+    return head.model or head.embedder.removeprefix("open_clip:")
+
+
 @app.command()
 def scan(
     paths: Annotated[
@@ -201,7 +206,7 @@ def scan(
 
     head = _head(detector)
     if head is not None and model is None and not os.environ.get("DATAGATE_MODEL"):
-        model = head.model or head.embedder.removeprefix("open_clip:")
+        model = _head_model(head)
     embedder = _embedder(model, device, precision)
     cache = None
     if embedder is not None:
@@ -342,7 +347,7 @@ def precommit(
     policy = load_policy(path)
     head = _head(detector)
     if head is not None and model is None and not os.environ.get("DATAGATE_MODEL"):
-        model = head.model or head.embedder.removeprefix("open_clip:")
+        model = _head_model(head)
     needs_model = policy.needs_embeddings() or head is not None
     run = run_hook(
         paths or [Path(".")],
@@ -391,6 +396,10 @@ LabelsOption = Annotated[
     ),
 ]
 WorkersOption = Annotated[int, typer.Option(help="Worker processes for decoding.")]
+LabelledPathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Inputs labelled by --labels.", show_default=False),
+]
 
 
 def _labelled(
@@ -447,10 +456,7 @@ def detector_train(
     real: PathsOption = None,
     synthetic: PathsOption = None,
     labels: LabelsOption = None,
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Inputs labelled by --labels.", show_default=False),
-    ] = None,
+    paths: LabelledPathsArg = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     folds: Annotated[
@@ -511,10 +517,7 @@ def _with_model(head: Head, embedder: Embedder) -> Head:
 @detector_app.command("eval")
 def detector_eval(
     head_path: Annotated[Path, typer.Argument(help="Head file (.safetensors).")],
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Inputs labelled by --labels.", show_default=False),
-    ] = None,
+    paths: LabelledPathsArg = None,
     labels: LabelsOption = None,
     real: PathsOption = None,
     synthetic: PathsOption = None,
@@ -535,7 +538,7 @@ def detector_eval(
     from datagate.prevalence import ShareModel
 
     head = load_head(head_path)
-    spec = head.model or head.embedder.removeprefix("open_clip:")
+    spec = _head_model(head)
     embedder, data = _labelled(spec, device, real, synthetic, labels, paths, workers, quiet)
     head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
     p = head.proba(data.vectors)
@@ -558,10 +561,7 @@ def detector_eval(
 
 @detector_app.command("stability")
 def detector_stability(
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Inputs labelled by --labels.", show_default=False),
-    ] = None,
+    paths: LabelledPathsArg = None,
     labels: LabelsOption = None,
     real: PathsOption = None,
     synthetic: PathsOption = None,
