@@ -49,8 +49,8 @@ def load(data: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def embed(model: str, data: Path, paths: list[str]) -> tuple[np.ndarray, dict[str, str]]:
-    from datagate.embedders import load_embedder
-    from datagate.training import embed_inputs
+    from datagate.embed.models import load_embedder
+    from datagate.detect.labelled import embed_inputs
 
     embedder = load_embedder(model).embedder
     assert embedder is not None
@@ -64,7 +64,7 @@ def embed(model: str, data: Path, paths: list[str]) -> tuple[np.ndarray, dict[st
 
 
 def train(x: np.ndarray, y: np.ndarray, info: dict[str, str], seed: int = 0):
-    from datagate.detector import train_head
+    from datagate.detect.head import train_head
 
     return train_head(
         x, y, embedder=info["id"], preprocessing=info["preprocessing"], seed=seed
@@ -72,7 +72,7 @@ def train(x: np.ndarray, y: np.ndarray, info: dict[str, str], seed: int = 0):
 
 
 def loso(x: np.ndarray, y: np.ndarray, src: np.ndarray, info: dict[str, str]) -> dict:
-    from datagate.detector import metrics
+    from datagate.detect.head import metrics
 
     out = {}
     for held in sorted(set(src)):
@@ -101,7 +101,7 @@ def coverage(
     size: int,
     shares: tuple[float, ...],
 ) -> dict:
-    from datagate.prevalence import ShareModel, separates
+    from datagate.detect.prevalence import ShareModel, separates
 
     rng = np.random.default_rng(0)
     hits: dict[float, list[bool]] = defaultdict(list)
@@ -157,9 +157,9 @@ def coverage(
 
 
 def stability(model: str, data: Path, paths: list[str], y: np.ndarray, src: np.ndarray) -> dict:
-    from datagate.detector import metrics
-    from datagate.embedders import load_embedder
-    from datagate.stability import instability, prepared_images
+    from datagate.detect.head import metrics
+    from datagate.embed.models import load_embedder
+    from datagate.detect.stability import instability, prepared_images
 
     embedder = load_embedder(model).embedder
     assert embedder is not None
@@ -195,7 +195,7 @@ def main() -> None:
             x, info = embed(model, args.data, paths)
         row: dict = {"embedder": info["id"]}
         row["loso"] = loso(x, y, src, info)
-        from datagate.detector import train_head
+        from datagate.detect.head import train_head
 
         pooled = train_head(x, y, embedder=info["id"], preprocessing=info["preprocessing"])
         row["pooled_held_out"] = {

@@ -50,7 +50,7 @@ def run_case(case: str, rows: int, dim: int) -> dict[str, object]:
     started = time.perf_counter()
     extra: dict[str, object] = {}
     if case == "datagate_vendi":
-        from datagate.diversity import Running
+        from datagate.measures.diversity import Running
 
         running = Running(x)
         value = running.value("vendi")
@@ -66,7 +66,7 @@ def run_case(case: str, rows: int, dim: int) -> dict[str, object]:
 
         value = vendi.score_dual(x)
     elif case == "datagate_semantic":
-        from datagate.semantic import semantic_duplicates
+        from datagate.measures.semantic import semantic_duplicates
 
         found = semantic_duplicates(x, 0.95)
         planted = found.dropped[rows - copies :]

@@ -102,7 +102,7 @@ class GpuSampler:
 
 def forward(model: str, device: str, batch: int, batches: int) -> dict[str, object]:
     """Model forward alone on prepared uint8 batches (includes host-to-device copies)."""
-    from datagate.embedders import load_embedder
+    from datagate.embed.models import load_embedder
 
     embedder = load_embedder(model, device=device).embedder
     assert embedder is not None
@@ -175,7 +175,7 @@ def main() -> None:
     shards = make_shards(OUT, args.images)
     results = []
     for model in args.models:
-        from datagate.embedders import resolve_device
+        from datagate.embed.models import resolve_device
 
         device = resolve_device(args.device)
         batch = args.batch or (256 if device.startswith("cuda") else 64)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from datagate.dedup import greedy_keep, near_pairs
+from datagate.measures.neardup import greedy_keep, near_pairs
 
 
 def main() -> None:

@@ -101,7 +101,7 @@ BARE = """
 import sys, time
 from pathlib import Path
 from PIL import Image
-from datagate.decode import ANALYSIS_SIZE
+from datagate.scanner.decode import ANALYSIS_SIZE
 n = 0
 for p in sorted(Path(sys.argv[1]).rglob('*.jpg')):
     with Image.open(p) as im:
@@ -116,7 +116,7 @@ import os, sys
 from multiprocessing import Pool
 from pathlib import Path
 from PIL import Image
-from datagate.decode import ANALYSIS_SIZE
+from datagate.scanner.decode import ANALYSIS_SIZE
 
 def work(paths):
     for p in paths:
@@ -134,7 +134,7 @@ if __name__ == '__main__':
 
 IMAGEDEDUP = """
 import sys
-from datagate.torchvision_compat import ensure_torchvision
+from datagate.embed.torchvision_compat import ensure_torchvision
 ensure_torchvision()  # imagededup imports torchvision (a CUDA build on PyPI)
 from imagededup.methods import PHash
 ph = PHash(verbose=False)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from datagate.watermark import MIN_SIDE, detect, embed_sdxl
+from datagate.provenance.watermark import MIN_SIDE, detect, embed_sdxl
 
 
 def real_photographs(evaldata: Path) -> list[tuple[str, Image.Image]]:

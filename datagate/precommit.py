@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from datagate.cache import ContentCache, content_key
-from datagate.detector import attach_scores
-from datagate.enforce import EnforceResult, enforce
+from datagate.scanner.rowcache import ContentCache, content_key
+from datagate.detect.head import attach_scores
+from datagate.gate import EnforceResult, enforce
 from datagate.io import write_json, write_table
-from datagate.pipeline import (
+from datagate.scanner.engine import (
     EMBEDDINGS_FILE,
     IMAGES_FILE,
     META_FILE,
@@ -39,14 +39,14 @@ from datagate.pipeline import (
     identity,
     make_executor,
 )
-from datagate.policy import Policy
-from datagate.readers import discover, read_file
-from datagate.records import ImageRecord
-from datagate.schema import images_schema
+from datagate.rules.policy import Policy
+from datagate.scanner.readers import discover, read_file
+from datagate.scanner.records import ImageRecord
+from datagate.scanner.schema import images_schema
 
 if TYPE_CHECKING:
-    from datagate.detector import Head
-    from datagate.embedders import Embedder
+    from datagate.detect.head import Head
+    from datagate.embed.models import Embedder
 
 Prepared = np.ndarray[Any, np.dtype[np.uint8]]
 
@@ -71,7 +71,7 @@ def compute_rows(
 ) -> list[tuple[dict[str, Any], Prepared | None]]:
     """Worker entry point: rows (and model-ready pixels when embedding) for records that
     already hold their bytes."""
-    from datagate.embedders import prepare
+    from datagate.embed.models import prepare
 
     out: list[tuple[dict[str, Any], Prepared | None]] = []
     for record in records:
@@ -98,8 +98,8 @@ def incremental_scan(
     SHA-256 in the same cache folder; with a detector ``head`` too, every embedded image's
     P(synthetic), scored from those vectors as in a full scan.
     """
-    from datagate.embedcache import EmbeddingCache
-    from datagate.embedders import cache_key
+    from datagate.scanner.cache import EmbeddingCache
+    from datagate.embed.models import cache_key
 
     started = time.perf_counter()
     stage = vectors_cache = None

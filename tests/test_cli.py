@@ -196,12 +196,12 @@ def test_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_internal_error_is_exit_3(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import datagate.pipeline
+    import datagate.scanner.engine
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(datagate.pipeline, "scan", boom)
+    monkeypatch.setattr(datagate.scanner.engine, "scan", boom)
     assert main(["scan", str(DATA / "grey.png"), "--out", str(tmp_path)]) == 3
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: kaboom" in err and "--debug" in err

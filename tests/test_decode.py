@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from datagate.decode import DecodeError, configure_pillow, decode, to_rgb
+from datagate.scanner.decode import DecodeError, configure_pillow, decode, to_rgb
 
 from .conftest import DATA, jpeg_bytes, photo
 

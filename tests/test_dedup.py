@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datagate.dedup import greedy_keep, near_pairs
+from datagate.measures.neardup import greedy_keep, near_pairs
 
 
 def _brute(hashes: np.ndarray, r: int) -> set[tuple[int, int]]:

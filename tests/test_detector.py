@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from datagate.cli import main
-from datagate.detector import (
+from datagate.detect.head import (
     Calibration,
     DetectorMismatch,
     load_head,
@@ -23,10 +23,10 @@ from datagate.detector import (
     train_head,
 )
 from datagate.errors import InputError
-from datagate.pipeline import load_embeddings
-from datagate.policy import parse_policy
-from datagate.prevalence import ShareModel, separates
-from datagate.rules import apply_policy
+from datagate.scanner.engine import load_embeddings
+from datagate.rules.policy import parse_policy
+from datagate.detect.prevalence import ShareModel, separates
+from datagate.rules.engine import apply_policy
 
 from .conftest import jpeg_bytes, photo
 
@@ -246,7 +246,7 @@ def test_max_generation_with_explicit_unknown_policy() -> None:
 
 
 def test_generation_is_read_from_metadata() -> None:
-    from datagate import provenance as prov
+    from datagate.provenance import evidence as prov
 
     human = prov.decide([prov.Evidence("sidecar", "human", "strong", "x")])
     unknown = prov.decide([])
@@ -366,9 +366,9 @@ def test_training_from_the_real_labelled_evaldata(evaldata: Path, tmp_path: Path
 
 
 def test_precommit_hook_scores_with_a_head(labelled: Path, tmp_path: Path) -> None:
-    from datagate.embedders import PixelEmbedder
+    from datagate.embed.models import PixelEmbedder
     from datagate.precommit import run_hook
-    from datagate.training import collect
+    from datagate.detect.labelled import collect
 
     embedder = PixelEmbedder()
     data = collect(

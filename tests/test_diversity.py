@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from datagate.diversity import (
+from datagate.measures.diversity import (
     cluster_coverage,
     diversity_index,
     mean_cosine_distance,

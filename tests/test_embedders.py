@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from datagate.diversity import diversity_index
-from datagate.embedcache import EmbeddingCache
-from datagate.embedders import (
+from datagate.measures.diversity import diversity_index
+from datagate.scanner.cache import EmbeddingCache
+from datagate.embed.models import (
     DEFAULT_HUB_FILE,
     DEFAULT_MODEL,
     ModelUnavailable,
@@ -28,7 +28,7 @@ from datagate.embedders import (
     prepare,
 )
 from datagate.errors import ConfigError
-from datagate.pipeline import EMBEDDINGS_FILE, load_embeddings, scan
+from datagate.scanner.engine import EMBEDDINGS_FILE, load_embeddings, scan
 
 from .conftest import jpeg_bytes, photo
 
@@ -79,7 +79,7 @@ def test_pixel_embedder_sees_colour_layout_and_texture() -> None:
 
 
 def test_default_model_hub_file_matches_open_clip() -> None:
-    from datagate.torchvision_compat import ensure_torchvision
+    from datagate.embed.torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
     import open_clip
@@ -121,7 +121,7 @@ def test_local_dir_checkpoint_loads_the_same_weights(tiny, tmp_path: Path) -> No
     from safetensors.torch import save_file
 
     config = json.loads(
-        (Path(__file__).parents[1] / "datagate/model_configs/datagate-tiny.json").read_text()
+        (Path(__file__).parents[1] / "datagate/embed/model_configs/datagate-tiny.json").read_text()
     )
     folder = tmp_path / "ckpt"
     folder.mkdir()

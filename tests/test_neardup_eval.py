@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from datagate.dedup import near_pairs
-from datagate.pipeline import scan
-from datagate.policy import NearDuplicates
+from datagate.measures.neardup import near_pairs
+from datagate.scanner.engine import scan
+from datagate.rules.policy import NearDuplicates
 
 # G4 (re-signed copies), G4b (edited after signing) and G5 are the same Canon photograph.
 SAME_PICTURE = {"G4": "G5", "G4b": "G5"}

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datagate.embedders import PixelEmbedder
+from datagate.embed.models import PixelEmbedder
 from datagate.errors import InputError
-from datagate.pipeline import EMBEDDINGS_FILE, PARTS_DIR, ScanOptions, load_scan, scan
-from datagate.schema import SCHEMA_VERSION, describe, images_schema
+from datagate.scanner.engine import EMBEDDINGS_FILE, PARTS_DIR, ScanOptions, load_scan, scan
+from datagate.scanner.schema import SCHEMA_VERSION, describe, images_schema
 
 from .conftest import jpeg_bytes, photo
 

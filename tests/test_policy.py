@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from datagate.errors import ConfigError
-from datagate.policy import MinHuman, default_rules_path, load_policy, parse_policy, with_overrides
+from datagate.rules.policy import MinHuman, default_rules_path, load_policy, parse_policy, with_overrides
 
 from .conftest import ROOT
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from PIL import Image, PngImagePlugin
 
-from datagate.pipeline import ScanOptions
-from datagate.policy import parse_policy
+from datagate.scanner.engine import ScanOptions
+from datagate.rules.policy import parse_policy
 from datagate.precommit import run_hook
 
 from .conftest import ROOT, photo
@@ -135,7 +135,7 @@ def test_rerun_uses_the_content_cache(tmp_path: Path) -> None:
     keys = table.column("key").to_pylist()
     assert "./copy.jpg" in keys and table.num_rows == 8
     # rows from the cache equal a fresh scan's rows
-    from datagate.pipeline import scan
+    from datagate.scanner.engine import scan
 
     scan([data], tmp_path / "fresh", ScanOptions(), workers=1)
     fresh = pq.read_table(tmp_path / "fresh" / "images.parquet")
@@ -165,8 +165,8 @@ def test_hook_manifest_installs_and_runs_with_pre_commit_try_repo(data_repo: Pat
 def test_hook_embeds_when_the_policy_needs_it_and_reuses_cached_vectors(tmp_path: Path) -> None:
     import numpy as np
 
-    from datagate.embedders import PixelEmbedder
-    from datagate.pipeline import load_embeddings, scan
+    from datagate.embed.models import PixelEmbedder
+    from datagate.scanner.engine import load_embeddings, scan
 
     data = tmp_path / "data"
     data.mkdir()

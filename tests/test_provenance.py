@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from datagate import provenance as prov
-from datagate.decode import decode
-from datagate.records import ImageRecord
-from datagate.signals import SIGNALS, Sample
+from datagate.provenance import evidence as prov
+from datagate.scanner.decode import decode
+from datagate.scanner.records import ImageRecord
+from datagate.scanner.signals import SIGNALS, Sample
 
 from .conftest import jpeg_bytes, photo
 
@@ -151,7 +151,7 @@ def test_decide_precedence_and_conflicts() -> None:
 @pytest.fixture(scope="module")
 def marked() -> bytes:
     pytest.importorskip("imwatermark")
-    from datagate.watermark import embed_sdxl
+    from datagate.provenance.watermark import embed_sdxl
 
     buf = io.BytesIO()
     embed_sdxl(photo(9, (512, 512))).save(buf, "PNG")
@@ -169,7 +169,7 @@ def test_sdxl_watermark_found_only_where_embedded(marked: bytes) -> None:
 
 
 def test_watermark_sampling_is_deterministic() -> None:
-    from datagate.watermark import selected
+    from datagate.provenance.watermark import selected
 
     datas = [bytes([i, j]) for i in range(40) for j in range(25)]
     picked = [d for d in datas if selected(d, 0.1)]
@@ -178,7 +178,7 @@ def test_watermark_sampling_is_deterministic() -> None:
 
 
 def test_scan_records_watermark_mode(tmp_path: Path) -> None:
-    from datagate.pipeline import ScanOptions, scan
+    from datagate.scanner.engine import ScanOptions, scan
 
     from .conftest import DATA
 

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from datagate.pipeline import ScanOptions, scan
+from datagate.scanner.engine import ScanOptions, scan
 
 # expected label -> origins that are correct for it
 ACCEPT = {

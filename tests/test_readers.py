@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagate.errors import InputError
-from datagate.readers import discover
-from datagate.readers.webdataset import split_key
+from datagate.scanner.readers import discover
+from datagate.scanner.readers.webdataset import split_key
 
 from .conftest import DATA, jpeg_bytes, photo
 

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from datagate.pipeline import ScanOptions
-from datagate.policy import parse_policy
-from datagate.report import build_report, render_markdown
-from datagate.rules import RowVectors, apply_policy
-from datagate.schema import images_schema
+from datagate.scanner.engine import ScanOptions
+from datagate.rules.policy import parse_policy
+from datagate.report.build import build_report, render_markdown
+from datagate.rules.engine import RowVectors, apply_policy
+from datagate.scanner.schema import images_schema
 
 POLICY = """
 rules:

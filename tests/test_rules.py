@@ -5,10 +5,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from datagate.pipeline import ScanOptions
-from datagate.policy import parse_policy
-from datagate.rules import apply_policy
-from datagate.schema import images_schema
+from datagate.scanner.engine import ScanOptions
+from datagate.rules.policy import parse_policy
+from datagate.rules.engine import apply_policy
+from datagate.scanner.schema import images_schema
 
 WITHOUT_PROVENANCE = ("integrity", "hashes", "quality")
 

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from datagate.diversity import Running, diversity_index, drop_until, normalise
-from datagate.policy import parse_policy
-from datagate.rules import RowVectors, apply_policy
-from datagate.schema import images_schema
-from datagate.semantic import semantic_duplicates
+from datagate.measures.diversity import Running, diversity_index, drop_until, normalise
+from datagate.rules.policy import parse_policy
+from datagate.rules.engine import RowVectors, apply_policy
+from datagate.scanner.schema import images_schema
+from datagate.measures.semantic import semantic_duplicates
 
 
 def spread(n: int, d: int = 48, seed: int = 0) -> np.ndarray:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from datagate.decode import decode
-from datagate.records import ImageRecord
-from datagate.signals import SIGNALS, Sample
-from datagate.signals.hashes import hash_thumbnail
+from datagate.scanner.decode import decode
+from datagate.scanner.records import ImageRecord
+from datagate.scanner.signals import SIGNALS, Sample
+from datagate.scanner.signals.hashes import hash_thumbnail
 
 from .conftest import jpeg_bytes, photo
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import datagate.torchvision_compat as compat
+import datagate.embed.torchvision_compat as compat
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -21,7 +21,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 )
 def test_open_clip_and_torchvision_import_after_the_step() -> None:
     proc = _run(
-        "from datagate.torchvision_compat import ensure_torchvision as e; s = e(); "
+        "from datagate.embed.torchvision_compat import ensure_torchvision as e; s = e(); "
         "import torchvision, open_clip; import torchvision.transforms as T; "
         "T.Compose([T.Resize(8)]); print(s, e())"
     )

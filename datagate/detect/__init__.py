@@ -1,0 +1,3 @@
+"""Synthetic-content detection: detector heads over embeddings and the human-share estimate."""
+
+from __future__ import annotations

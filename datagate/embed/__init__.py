@@ -1,0 +1,3 @@
+"""Embedders: image -> unit vector (open_clip models, the weight-free pixel embedder)."""
+
+from __future__ import annotations

@@ -1,0 +1,479 @@
+"""Image embedders behind one interface: open_clip models and a weight-free pixel embedder.
+
+An embedder is chosen by a spec string (``--model`` or ``DATAGATE_MODEL``):
+
+==========================  ===============================================================
+``auto`` (default)          ``ViT-B-32:laion2b_s34b_b79k`` when its weights are cached or
+                            downloadable, else ``pixel`` with a loud warning
+``NAME:TAG``                an open_clip model and pretrained tag, e.g. ``ViT-L-14:openai``
+``NAME``                    the model's first pretrained tag (``open_clip.list_pretrained``)
+``NAME:random``             random weights from a fixed seed (speed benchmarks only)
+``hf-hub:ORG/REPO``         an open_clip checkpoint on the Hugging Face Hub
+``local-dir:PATH``          a folder with ``open_clip_config.json`` and the weights
+``tiny``                    a tiny open_clip config with seeded random weights (tests)
+``pixel``                   weight-free, deterministic pixel statistics (:class:`PixelEmbedder`)
+``none``                    no embeddings
+==========================  ===============================================================
+
+Work is split so that the scan's worker processes do all per-image work: they decode and
+:func:`prepare` each image to the embedder's input size as uint8 pixels (no torch). The
+main process stacks a batch and calls :meth:`Embedder.embed`, which normalises and runs the
+model on the whole batch on the chosen device. Embeddings are returned L2-normalised.
+
+Only this module imports torch and open_clip, lazily, so ``enforce`` and ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from datagate.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+#: Where open_clip fetches DEFAULT_MODEL's weights (a test keeps this in step with open_clip),
+#: so that ``auto`` can fall back without importing torch when they cannot be had.
+DEFAULT_HUB_FILE = ("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_pytorch_model.bin")
+MODEL_ENV = "DATAGATE_MODEL"
+TINY_MODEL = "datagate-tiny"
+TINY_SEED = 0
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+#: Seconds to wait for the Hugging Face Hub before calling the network unreachable.
+HUB_PROBE_TIMEOUT = 3.0
+
+Pixels = np.ndarray[Any, np.dtype[np.uint8]]
+Vectors = np.ndarray[Any, np.dtype[np.float32]]
+
+
+class ModelUnavailable(ConfigError):
+    """The requested model's weights are not cached and cannot be downloaded."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an analysis image becomes model input; part of the embedding cache key."""
+
+    size: int = 224
+    interpolation: str = "bicubic"  # bicubic | bilinear | nearest
+    resize_mode: str = "shortest"  # shortest (resize + centre crop) | longest (pad) | squash
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    fill: int = 0
+
+    @property
+    def id(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return f"{self.resize_mode}{self.size}-{self.interpolation}-{_digest(text)[:8]}"
+
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+}
+
+
+def prepare(image: Image.Image, prep: Preprocessing) -> Pixels:
+    """Resize and crop (or pad) an RGB image to ``prep.size`` square uint8 pixels."""
+    size, resample = prep.size, _RESAMPLE[prep.interpolation]
+    w, h = image.size
+    if prep.resize_mode == "squash":
+        image = image.resize((size, size), resample)
+    elif prep.resize_mode == "longest":
+        scale = size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = Image.new("RGB", (size, size), (prep.fill,) * 3)
+        canvas.paste(image.resize((nw, nh), resample), ((size - nw) // 2, (size - nh) // 2))
+        image = canvas
+    else:
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        image = image.resize((nw, nh), resample)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+class Embedder(Protocol):
+    """Turns a batch of prepared uint8 pixels (n, size, size, 3) into unit vectors (n, dim)."""
+
+    #: Identifies the weights: two embedders with the same id give the same vectors.
+    id: str
+    dim: int
+    preprocessing: Preprocessing
+    device: str
+
+    def embed(self, pixels: Pixels) -> Vectors: ...
+
+
+def cache_key(embedder: Embedder) -> str:
+    """What an embedding depends on besides the image bytes: weights and preprocessing."""
+    return f"{embedder.id}|{embedder.preprocessing.id}"
+
+
+# --------------------------------------------------------------------------- pixel
+
+
+class PixelEmbedder:
+    """Weight-free features from pixel statistics, for when no model weights can be had.
+
+    From a 64x64 centre crop, four blocks, each centred and scaled to unit length, then
+    concatenated and scaled to unit length (288 dimensions):
+
+    * colour: square roots of a 4x4x4 joint RGB histogram, minus their mean (64);
+    * layout: an 8x8 grey thumbnail, minus its mean (64);
+    * chroma layout: 4x4 block means of the opponent channels R-G and (R+G)/2-B (32);
+    * texture: 8-bin gradient-orientation histograms (magnitude weighted) over 4x4 cells,
+      each cell minus its mean (128).
+
+    It sees colour, composition and texture, not meaning: two photographs of different
+    dogs on grass are close. Diversity indices from it are comparable only with each other.
+    """
+
+    id = "pixel-v1"
+    dim = 288
+    device = "cpu"
+    preprocessing = Preprocessing(size=64, interpolation="box", resize_mode="shortest")
+
+    def embed(self, pixels: Pixels) -> Vectors:
+        x = pixels.astype(np.float32) / 255.0
+        n = len(x)
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        r, g, b = x[..., 0], x[..., 1], x[..., 2]
+        bins = np.minimum((pixels >> 6).astype(np.int64), 3)
+        idx = bins[..., 0] * 16 + bins[..., 1] * 4 + bins[..., 2]
+        hist = np.bincount(
+            (idx.reshape(n, -1) + 64 * np.arange(n)[:, None]).ravel(), minlength=64 * n
+        )
+        colour = np.sqrt(hist.reshape(n, 64) / idx[0].size)
+        gray = 0.299 * r + 0.587 * g + 0.114 * b
+        layout = gray.reshape(n, 8, 8, 8, 8).mean(axis=(2, 4)).reshape(n, 64)
+        rg = (r - g).reshape(n, 4, 16, 4, 16).mean(axis=(2, 4)).reshape(n, 16)
+        yb = ((r + g) / 2 - b).reshape(n, 4, 16, 4, 16).mean(axis=(2, 4)).reshape(n, 16)
+        chroma = np.concatenate([rg, yb], axis=1)
+        gx = np.zeros_like(gray)
+        gy = np.zeros_like(gray)
+        gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
+        gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
+        magnitude = np.hypot(gx, gy)
+        angle = np.mod(np.arctan2(gy, gx), np.pi)
+        obin = np.minimum((angle / np.pi * 8).astype(np.int64), 7)
+        cell = (np.arange(64) // 16)[:, None] * 4 + (np.arange(64) // 16)[None, :]
+        flat = (np.arange(n)[:, None, None] * 128 + cell[None] * 8 + obin).ravel()
+        texture = np.bincount(flat, weights=magnitude.ravel(), minlength=128 * n)
+        texture = texture.reshape(n, 16, 8)
+        texture = _unit(texture - texture.mean(axis=2, keepdims=True), axis=2).reshape(n, 128)
+        blocks = [
+            colour - colour.mean(axis=1, keepdims=True),
+            layout - layout.mean(axis=1, keepdims=True),
+            chroma,
+            texture,
+        ]
+        out = np.concatenate([_unit(block, axis=1) for block in blocks], axis=1)
+        return _unit(out, axis=1).astype(np.float32)
+
+
+def _unit(x: np.ndarray[Any, Any], axis: int) -> np.ndarray[Any, Any]:
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    out: np.ndarray[Any, Any] = np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-12)
+    return out
+
+
+# --------------------------------------------------------------------------- open_clip
+
+
+class OpenClipEmbedder:
+    """An open_clip image tower, run in batches under ``torch.inference_mode``."""
+
+    def __init__(self, spec: str, *, device: str = "auto", precision: str = "auto") -> None:
+        import torch
+
+        from datagate.embed.torchvision_compat import ensure_torchvision
+
+        ensure_torchvision()
+        import open_clip
+
+        open_clip.add_model_config(_CONFIG_DIR)
+        self.device = resolve_device(device)
+        name, pretrained, self.id = _resolve_open_clip(spec)
+        seed = _random_seed(pretrained)
+        with _offline_if_cached(name, pretrained):
+            quiet: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            if seed is not None:  # random weights on purpose: open_clip's warning is noise
+                torch.manual_seed(seed)
+                pretrained = None
+                quiet = _logging_disabled()
+            try:
+                with quiet:
+                    model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
+            except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
+                raise ModelUnavailable(f"cannot load model {spec!r}: {exc}", hint=_CHOICES) from exc
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg.get("size", 224)
+        self.preprocessing = Preprocessing(
+            size=int(size if isinstance(size, int) else size[0]),
+            interpolation=str(cfg.get("interpolation", "bicubic")),
+            resize_mode=str(cfg.get("resize_mode", "shortest")),
+            mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+            fill=int(cfg.get("fill_color", 0)),
+        )
+        self.dtype = _dtype(precision, self.device)
+        self.model = model.to(self.device, dtype=self.dtype).eval()
+        self.dim = int(getattr(model.visual, "output_dim", 0) or self._probe_dim())
+        self._mean = torch.tensor(self.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.preprocessing.std, device=self.device).view(1, 3, 1, 1)
+
+    def _probe_dim(self) -> int:
+        size = self.preprocessing.size
+        return int(self.embed(np.zeros((1, size, size, 3), dtype=np.uint8)).shape[1])
+
+    def embed(self, pixels: Pixels) -> Vectors:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(pixels))
+            if self.device != "cpu":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).float().div_(255.0).sub_(self._mean).div_(self._std)
+            features = self.model.encode_image(x.to(self.dtype))
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+            return features.cpu().numpy().astype(np.float32)
+
+
+@contextlib.contextmanager
+def _logging_disabled() -> Any:
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: the first CUDA device when there is one, else the CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here")
+    return device
+
+
+def _dtype(precision: str, device: str) -> torch.dtype:
+    import torch
+
+    if precision == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in table:
+        raise ConfigError(f"--precision: expected auto, fp32, fp16 or bf16, got {precision!r}")
+    return table[precision]
+
+
+def _random_seed(pretrained: str | None) -> int | None:
+    if pretrained is None or not pretrained.startswith("random"):
+        return None
+    _, _, seed = pretrained.partition("-seed")
+    return int(seed) if seed.isdigit() else TINY_SEED
+
+
+def _resolve_open_clip(spec: str) -> tuple[str, str | None, str]:
+    """(open_clip model name, pretrained tag or None, embedder id) for a spec."""
+    import open_clip
+
+    if spec == "tiny":
+        return (
+            TINY_MODEL,
+            f"random-seed{TINY_SEED}",
+            f"open_clip:{TINY_MODEL}:random-seed{TINY_SEED}",
+        )
+    if spec.startswith("hf-hub:"):
+        return spec, None, f"open_clip:{spec}"
+    if spec.startswith("local-dir:"):
+        path = Path(spec.removeprefix("local-dir:")).expanduser()
+        if not (path / "open_clip_config.json").is_file():
+            raise ModelUnavailable(
+                f"{spec}: expected a folder with open_clip_config.json and the model weights",
+                hint=_CHOICES,
+            )
+        return f"local-dir:{path}", None, f"open_clip:local-dir:{_dir_fingerprint(path)}"
+    name, _, tag = spec.partition(":")
+    if name not in open_clip.list_models():
+        raise ConfigError(
+            f"unknown model {name!r}",
+            hint=f"{_CHOICES}; open_clip models include {', '.join(open_clip.list_models()[:8])}…",
+        )
+    if tag == "random":
+        tag = f"random-seed{TINY_SEED}"
+    if not tag:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not tags:
+            raise ModelUnavailable(f"{name} has no pretrained weights; pass {name}:random")
+        tag = tags[0]
+    elif not tag.startswith("random") and tag not in open_clip.list_pretrained_tags_by_model(name):
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise ConfigError(f"model {name}: unknown pretrained tag {tag!r}; known: {known}")
+    return name, tag, f"open_clip:{name}:{tag}"
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """A local checkpoint is identified by its folder name and its files' sizes and times."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.iterdir() if p.is_file()):
+        stat = f.stat()
+        h.update(f"{f.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return f"{path.name}@{h.hexdigest()[:12]}"
+
+
+def _hub_file(name: str, pretrained: str | None) -> tuple[str, str] | None:
+    """(repo id, file name) of a model's weights on the Hub, or None if not hub-hosted."""
+    import open_clip
+
+    if name.startswith("hf-hub:"):
+        return name.removeprefix("hf-hub:"), "open_clip_config.json"
+    if name.startswith("local-dir:") or pretrained is None or pretrained.startswith("random"):
+        return None
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub[:-1], "")
+    return repo, filename or "open_clip_pytorch_model.bin"
+
+
+def _is_cached(repo: str, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    stem = filename.rsplit(".", 1)[0]
+    candidates = [filename, f"{stem}.safetensors", "open_clip_model.safetensors"]
+    return any(isinstance(try_to_load_from_cache(repo, c), str) for c in candidates)
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connect within ``timeout`` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1]
+    host, _, port = endpoint.split("/")[0].partition(":")
+    try:
+        with socket.create_connection((host, int(port or 443)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_if_cached(name: str, pretrained: str | None) -> Any:
+    """Fail fast when weights are neither cached nor downloadable; never wait on retries."""
+    hub = _hub_file(name, pretrained)
+    if hub is None:
+        yield
+        return
+    repo, filename = hub
+    if _is_cached(repo, filename):
+        previous = os.environ.get("HF_HUB_OFFLINE")
+        os.environ["HF_HUB_OFFLINE"] = "1"  # cached: never touch the network
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = previous
+        return
+    if not hub_reachable():
+        raise ModelUnavailable(_unreachable(f"{name}:{pretrained}", repo, filename), hint=_CHOICES)
+    yield
+
+
+def _unreachable(model: str, repo: str, filename: str) -> str:
+    return (
+        f"the weights of {model} ({repo}/{filename}) are not in the Hugging Face cache and "
+        "the Hub cannot be reached (offline, or HF_HUB_OFFLINE=1)"
+    )
+
+
+def _fallback(why: str) -> str:
+    return (
+        f"--model auto: {why}. Falling back to the weight-free pixel embedder: diversity and "
+        "semantic duplicates will reflect colour, layout and texture, not meaning."
+    )
+
+
+_CHOICES = (
+    "choose with --model or DATAGATE_MODEL: 'auto' (this model if available, else the "
+    "weight-free 'pixel' embedder), 'pixel', 'local-dir:PATH' (open_clip_config.json + "
+    "weights), 'hf-hub:ORG/REPO' or 'NAME:TAG' once its weights are downloaded "
+    '(e.g. on a machine with network: python -c "import open_clip; '
+    "open_clip.create_model('ViT-B-32', pretrained='laion2b_s34b_b79k')\"), or 'none'"
+)
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The embedder a spec resolved to, and a warning to show when it fell back."""
+
+    embedder: Embedder | None
+    warning: str | None = None
+
+
+def model_spec(option: str | None) -> str:
+    """The spec in effect: the option, else ``DATAGATE_MODEL``, else ``auto``."""
+    return (option or os.environ.get(MODEL_ENV) or "auto").strip()
+
+
+def load_embedder(spec: str, *, device: str = "auto", precision: str = "auto") -> Choice:
+    """Resolve a spec to an embedder; ``auto`` falls back to ``pixel`` with a warning."""
+    if spec == "none":
+        return Choice(None)
+    if spec in ("pixel", PixelEmbedder.id):
+        return Choice(PixelEmbedder())
+    if spec == "auto":
+        if not _clip_installed():
+            return Choice(
+                PixelEmbedder(), warning=_fallback("torch and open_clip are not installed")
+            )
+        if not _is_cached(*DEFAULT_HUB_FILE) and not hub_reachable():
+            return Choice(
+                PixelEmbedder(), warning=_fallback(_unreachable(DEFAULT_MODEL, *DEFAULT_HUB_FILE))
+            )
+        try:
+            return Choice(OpenClipEmbedder(DEFAULT_MODEL, device=device, precision=precision))
+        except ModelUnavailable as exc:
+            return Choice(PixelEmbedder(), warning=_fallback(exc.message))
+    if not _clip_installed():
+        raise ConfigError(
+            f"--model {spec}: torch and open_clip are not installed",
+            hint="pip install 'datagate[clip]', or use --model pixel",
+        )
+    return Choice(OpenClipEmbedder(spec, device=device, precision=precision))
+
+
+def _clip_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "open_clip"))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,145 @@
+"""Enforce: apply a policy to a scan, write manifests and reports. Never loads a model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datagate.detect.head import Calibration
+from datagate.errors import InputError
+from datagate.io import write_json, write_table, write_text
+from datagate.scanner.engine import META_FILE, load_embeddings, load_scan
+from datagate.rules.policy import Policy, policy_digest
+from datagate.report.build import QUALITY_KEYS, build_report, render_markdown, select_galleries
+from datagate.report.html import render_html
+from datagate.rules.engine import Decision, RowVectors, apply_policy
+
+KEPT = "manifests/kept.parquet"
+REJECTED = "manifests/rejected.parquet"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+
+
+@dataclass
+class EnforceResult:
+    report: dict[str, Any]
+    decision: Decision
+    out: Path
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report["verdict"] == "pass")
+
+
+def default_out(scan_dir: Path) -> Path:
+    """Where enforce writes when ``--out`` is not given.
+
+    Beside the scan in the default layout (``datagate-out/scan`` -> ``datagate-out``),
+    otherwise inside the scan folder.
+    """
+    return scan_dir.parent if scan_dir.name == "scan" else scan_dir
+
+
+def enforce(
+    scan_dir: Path,
+    policy: Policy,
+    *,
+    source: str,
+    out: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> EnforceResult:
+    table, meta = load_scan(scan_dir)
+    out = out if out is not None else default_out(scan_dir)
+    embeddings = load_embeddings(scan_dir)
+    vectors = (
+        None
+        if embeddings is None
+        else RowVectors.align(table, embeddings.keys, embeddings.vectors, embeddings.embedder)
+    )
+    detector = meta.get("detector")
+    calibration = Calibration(**detector["calibration"]) if detector else None
+    decision = apply_policy(table, policy, vectors, calibration)
+    kept_mask = pa.array(decision.kept)
+    kept = table.filter(kept_mask)
+    rejected = table.filter(pa.compute.invert(kept_mask))
+    rejected_idx = (~decision.kept).nonzero()[0]
+    rejected = (
+        rejected.append_column(
+            pa.field("rule_id", pa.string(), nullable=False),
+            pa.array(decision.rule_id[rejected_idx].tolist(), pa.string()),
+        )
+        .append_column(
+            pa.field("reason", pa.string(), nullable=False),
+            pa.array(decision.reason[rejected_idx].tolist(), pa.string()),
+        )
+        .append_column(
+            pa.field("duplicate_of", pa.string()),
+            pa.array(decision.duplicate_of[rejected_idx].tolist(), pa.string()),
+        )
+    )
+    write_table(out / KEPT, kept)
+    write_table(out / REJECTED, rejected)
+    outputs = {
+        "kept": str(out / KEPT),
+        "rejected": str(out / REJECTED),
+        "report_json": str(out / REPORT_JSON),
+        "report_md": str(out / REPORT_MD),
+        "report_html": str(out / REPORT_HTML),
+    }
+    report = build_report(
+        table,
+        meta,
+        decision,
+        policy={
+            "source": source,
+            "digest": policy_digest(policy),
+            "name": policy.name,
+            "overrides": overrides or {},
+        },
+        outputs=outputs,
+        vectors=vectors,
+    )
+    write_json(out / REPORT_JSON, report)
+    write_reports(report, meta, out)
+    return EnforceResult(report=report, decision=decision, out=out)
+
+
+def write_reports(report: dict[str, Any], scan_meta: dict[str, Any], out: Path) -> None:
+    """Render report.md and report.html from a report and the manifests beside it."""
+    # the galleries need identity, reasons and quality measures, not every column
+    kept_names = set(pq.read_schema(out / KEPT).names)
+    wanted = ["key", "shard", "member", *(c for c in QUALITY_KEYS if c in kept_names)]
+    kept = pq.read_table(out / KEPT, columns=wanted)
+    rejected_names = set(pq.read_schema(out / REJECTED).names)
+    rejected = pq.read_table(
+        out / REJECTED,
+        columns=[
+            c
+            for c in ("key", "shard", "member", "rule_id", "reason", "duplicate_of")
+            if c in rejected_names
+        ],
+    )
+    galleries = select_galleries(report, kept, rejected, scan_meta)
+    write_text(out / REPORT_MD, render_markdown(report))
+    write_text(out / REPORT_HTML, render_html(report, galleries))
+
+
+def rerender(scan_dir: Path, out: Path | None = None) -> dict[str, Any]:
+    """Re-render every report from a scan and its recorded decisions; nothing is recomputed."""
+    out = out if out is not None else default_out(scan_dir)
+    path = out / REPORT_JSON
+    if not path.exists() or not (out / KEPT).exists():
+        raise InputError(
+            f"{out}: no decisions to report (expected {REPORT_JSON} and {KEPT})",
+            hint=f"run `datagate enforce {scan_dir}` first, or pass --out where it wrote",
+        )
+    report: dict[str, Any] = json.loads(path.read_text())
+    meta = json.loads((scan_dir / META_FILE).read_text()) if (scan_dir / META_FILE).exists() else {}
+    write_reports(report, meta, out)
+    return report

@@ -1,0 +1,434 @@
+"""Rules files: a validated policy (list of per-image and dataset rules) loaded from YAML.
+
+Validation errors name the file, the path to the bad key, what was expected and what was
+found, and suggest the nearest known key or rule name for a typo, e.g.::
+
+    rules.yaml: rules[2].max: expected a number in [0, 1], got 'high'
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from datagate.errors import ConfigError
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+HAMMING_MAX = 32
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Rule(_Model):
+    id: str | None = None
+    """Stable id written on rejected rows (defaults to the rule name)."""
+
+    @property
+    def rule_name(self) -> str:
+        """The rule type (the ``rule:`` key), declared by each subclass as a literal."""
+        return str(self.__dict__["rule"])
+
+    @property
+    def rule_id(self) -> str:
+        return self.id or self.rule_name
+
+
+class Bound(_Model):
+    min: float | None = None
+    max: float | None = None
+
+
+# ----------------------------------------------------------------- per-image rules
+
+
+class Decodable(_Rule):
+    rule: Literal["decodable"]
+
+
+class Dimensions(_Rule):
+    rule: Literal["dimensions"]
+    min_width: Annotated[int, Field(ge=1)] | None = None
+    min_height: Annotated[int, Field(ge=1)] | None = None
+    max_width: Annotated[int, Field(ge=1)] | None = None
+    max_height: Annotated[int, Field(ge=1)] | None = None
+
+
+class Formats(_Rule):
+    rule: Literal["formats"]
+    allow: list[str]
+
+
+class Quality(_Rule):
+    rule: Literal["quality"]
+    brightness: Bound | None = None
+    contrast: Bound | None = None
+    blur: Bound | None = None
+    entropy: Bound | None = None
+    aspect_ratio: Bound | None = None
+
+
+class ExactDuplicates(_Rule):
+    rule: Literal["exact_duplicates"]
+    keep: Literal["first"] = "first"
+
+
+class NearDuplicates(_Rule):
+    rule: Literal["near_duplicates"]
+    hash: Literal["dhash", "phash"] = "dhash"
+    max_distance: Annotated[int, Field(ge=0, le=HAMMING_MAX)] = 6
+    keep: Literal["largest", "first"] = "largest"
+
+
+class ProvenanceRule(_Rule):
+    rule: Literal["provenance"]
+    require: Literal["none", "evidence", "c2pa_valid", "c2pa_trusted"] = "none"
+    reject_generators: list[str] = Field(default_factory=list)
+    """Case-insensitive shell patterns matched against the generator, e.g. ``*midjourney*``."""
+
+
+class SemanticDuplicates(_Rule):
+    rule: Literal["semantic_duplicates"]
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    """Cosine similarity of the embeddings at or above which two images are duplicates."""
+    keep: Literal["largest", "first"] = "largest"
+    clusters: Annotated[int, Field(ge=1)] | None = None
+    """k-means clusters searched within (default: one per 1,000 embedded images)."""
+    action: Literal["reject", "filter"] = "reject"
+    """reject: drop every duplicate; filter: drop the most similar first, only until the
+    policy's min_diversity thresholds hold."""
+
+
+class MaxGeneration(_Rule):
+    rule: Literal["max_generation"]
+    max: Annotated[int, Field(ge=0)]
+    """Reject images more than this many model generations away from human data
+    (0: human-made only; 1: also outputs of models trained on human data)."""
+    unknown: Literal["keep", "reject"]
+    """Images whose generation is not recorded: keep or reject (required: no default)."""
+
+
+# ----------------------------------------------------------------- dataset rules
+
+Strength = Literal["weak", "strong", "definitive"]
+
+
+class MinHuman(_Rule):
+    rule: Literal["min_human"]
+    min: Fraction
+    unknown: Literal["not_human", "exclude", "human"] = "not_human"
+    human_evidence: Strength = "weak"
+    """Weakest evidence that lets an image count as human (weaker counts as unknown)."""
+    untrusted_c2pa: Literal["count", "ignore"] = "count"
+    """Whether claims of valid C2PA manifests from signers not on a trust list count."""
+    bound: Literal["estimate", "lower"] = "estimate"
+    """Gate on the point estimate or on the lower end of its 95 % interval (the interval
+    comes from the detector's scores; with provenance alone both are the exact count)."""
+    action: Literal["fail", "filter"] = "fail"
+    """fail: only judge; filter: first drop the most-likely-synthetic kept images (synthetic
+    provenance first, then by descending P(synthetic); never an image with human evidence)
+    until the estimate, or its lower bound, reaches ``min``."""
+
+
+class MinDiversity(_Rule):
+    rule: Literal["min_diversity"]
+    metric: Literal["index", "vendi", "mean_cosine_distance"] = "index"
+    min: Annotated[float, Field(ge=0.0)]
+    q: Annotated[float, Field(gt=0.0)] = 1.0
+    """Order of the Vendi score (1: Shannon; larger weighs dominant modes more)."""
+    action: Literal["fail", "filter"] = "fail"
+    """fail: only judge; filter: first drop the most redundant kept images (never one with
+    human evidence) until the metric reaches ``min`` or ``max_drop`` is spent."""
+    max_drop: Fraction = 0.5
+    """With action filter: at most this share of the kept images may be dropped."""
+
+
+class MaxUnknownOrigin(_Rule):
+    rule: Literal["max_unknown_origin"]
+    max: Fraction
+
+
+class MaxRejectedFraction(_Rule):
+    rule: Literal["max_rejected_fraction"]
+    max: Fraction
+
+
+IMAGE_RULE_TYPES: tuple[type[_Rule], ...] = (
+    Decodable,
+    Dimensions,
+    Formats,
+    Quality,
+    ExactDuplicates,
+    NearDuplicates,
+    SemanticDuplicates,
+    ProvenanceRule,
+    MaxGeneration,
+)
+DATASET_RULE_TYPES: tuple[type[_Rule], ...] = (
+    MinHuman,
+    MinDiversity,
+    MaxRejectedFraction,
+    MaxUnknownOrigin,
+)
+RULE_TYPES: dict[str, type[_Rule]] = {
+    typing.get_args(cls.model_fields["rule"].annotation)[0]: cls
+    for cls in (*IMAGE_RULE_TYPES, *DATASET_RULE_TYPES)
+}
+
+Rule = Annotated[
+    Union[  # noqa: UP007 - pydantic needs a real Union for the discriminator
+        Decodable,
+        Dimensions,
+        Formats,
+        Quality,
+        ExactDuplicates,
+        NearDuplicates,
+        SemanticDuplicates,
+        ProvenanceRule,
+        MaxGeneration,
+        MinHuman,
+        MinDiversity,
+        MaxRejectedFraction,
+        MaxUnknownOrigin,
+    ],
+    Field(discriminator="rule"),
+]
+
+
+class Policy(_Model):
+    version: Literal[1] = 1
+    name: str | None = None
+    description: str | None = None
+    rules: list[Rule] = Field(default_factory=list)
+
+    def image_rules(self) -> list[_Rule]:
+        return [r for r in self.rules if isinstance(r, IMAGE_RULE_TYPES)]
+
+    def dataset_rules(self) -> list[_Rule]:
+        return [r for r in self.rules if isinstance(r, DATASET_RULE_TYPES)]
+
+    def needs_embeddings(self) -> bool:
+        return any(isinstance(r, (SemanticDuplicates, MinDiversity)) for r in self.rules)
+
+
+# ----------------------------------------------------------------- loading
+
+
+def default_rules_path() -> Path:
+    """The policy used when no ``--rules`` is given.
+
+    ``./rules/default.yaml`` in the working directory when present (a data repository's own
+    policy), else the policy shipped with datagate.
+    """
+    local = Path("rules/default.yaml")
+    if local.is_file():
+        return local
+    return Path(__file__).parent.parent / "policies" / "default.yaml"
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read rules file: {exc.strerror or exc}") from exc
+    return parse_policy(text, str(path))
+
+
+def policy_digest(policy: Policy) -> str:
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:16]
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{source}: empty rules file; expected a mapping with a 'rules' list")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping with a 'rules' list at the top level, "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(format_errors(exc, data, source))) from None
+
+
+def with_overrides(
+    policy: Policy, *, min_human: float | None = None, max_rejected_fraction: float | None = None
+) -> Policy:
+    """Apply command-line overrides (``--min-human 0.7``) to a policy, validating them."""
+    data = policy.model_dump(exclude_none=True)
+    for flag, rule_name, key, value in (
+        ("--min-human", "min_human", "min", min_human),
+        ("--max-rejected-fraction", "max_rejected_fraction", "max", max_rejected_fraction),
+    ):
+        if value is None:
+            continue
+        matches = [r for r in data["rules"] if r["rule"] == rule_name]
+        if matches:
+            for r in matches:
+                r[key] = value
+        else:
+            data["rules"].append({"rule": rule_name, key: value})
+        try:
+            Policy.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(
+                f"{flag}: expected {_describe_field(RULE_TYPES[rule_name].model_fields[key])}, "
+                f"got {first.get('input')!r}"
+            ) from None
+    return Policy.model_validate(data)
+
+
+# ----------------------------------------------------------------- error messages
+
+
+def _path(loc: tuple[Any, ...], data: Any) -> tuple[str, type[BaseModel] | None, Any]:
+    """Render a pydantic location as ``rules[2].blur``; return the model found at it."""
+    text = ""
+    model: type[BaseModel] | None = Policy
+    node = data
+    parts = list(loc)
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if model is Policy and i + 1 < len(parts) and parts[i + 1] in RULE_TYPES:
+                model = RULE_TYPES[parts[i + 1]]
+                i += 1  # skip the discriminator tag pydantic inserts
+            elif model is Policy:
+                rule_name = node.get("rule") if isinstance(node, dict) else None
+                model = RULE_TYPES.get(rule_name) if isinstance(rule_name, str) else None
+        else:
+            text += f".{part}" if text else str(part)
+            if model is not None and part in model.model_fields:
+                inner = _unwrap(model.model_fields[part].annotation)
+                next_model = (
+                    inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+                )
+                if part != "rules":
+                    model = next_model
+            node = node.get(part) if isinstance(node, dict) else None
+        i += 1
+    return text, model, node
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional[...] / Annotated[...] to the core type."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _describe_field(info: FieldInfo) -> str:
+    annotation = info.annotation
+    bounds: list[Any] = list(info.metadata)
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotated = typing.get_args(annotation)
+            annotation = annotated[0]
+            for extra in annotated[1:]:
+                bounds.extend(getattr(extra, "metadata", [extra]))
+        elif origin in (Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                break
+            annotation = members[0]
+        else:
+            break
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    names: dict[Any, str] = {
+        float: "a number",
+        int: "an integer",
+        str: "a string",
+        bool: "true or false",
+    }
+    base = names.get(annotation)
+    if base is None:
+        if typing.get_origin(annotation) is list:
+            return "a list"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return "a mapping with keys " + ", ".join(annotation.model_fields)
+        return "a valid value"
+    lo = next((b.ge for b in bounds if isinstance(b, annotated_types.Ge)), None)
+    hi = next((b.le for b in bounds if isinstance(b, annotated_types.Le)), None)
+    if lo is not None and hi is not None:
+        return f"{base} in [{lo:g}, {hi:g}]"
+    if lo is not None:
+        return f"{base} >= {lo:g}"
+    if hi is not None:
+        return f"{base} <= {hi:g}"
+    return base
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def format_errors(exc: ValidationError, data: Any, source: str) -> list[str]:
+    messages: list[str] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        got = err.get("input")
+        if kind == "extra_forbidden":
+            path, model, _ = _path(loc[:-1], data)
+            key = str(loc[-1])
+            known = list(model.model_fields) if model else []
+            where = f"{path}.{key}" if path else key
+            msg = f"{where}: unknown key {key!r}{_suggest(key, known)}"
+            if known:
+                msg += f" (known keys: {', '.join(known)})"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            path, _, node = _path(loc, data)
+            names = sorted(RULE_TYPES)
+            if kind == "union_tag_not_found":
+                msg = f"{path}: missing key 'rule' (expected one of: {', '.join(names)})"
+            else:
+                tag = node.get("rule") if isinstance(node, dict) else got
+                msg = (
+                    f"{path}.rule: unknown rule {tag!r}{_suggest(str(tag), names)} "
+                    f"(known rules: {', '.join(names)})"
+                )
+        else:
+            path, model, _ = _path(loc[:-1], data) if loc else ("", None, None)
+            key = str(loc[-1]) if loc else ""
+            where = f"{path}.{key}" if path and key else (path or key or "top level")
+            if kind == "missing":
+                msg = f"{where}: missing required key"
+            else:
+                info = model.model_fields.get(key) if model else None
+                expected = _describe_field(info) if info is not None else err["msg"].lower()
+                msg = f"{where}: expected {expected}, got {got!r}"
+        messages.append(f"{source}: {msg}")
+    return messages

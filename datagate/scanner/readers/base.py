@@ -1,0 +1,49 @@
+"""The reader protocol: a shard is a stable id plus an iterator of image records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from datagate.scanner.records import ImageRecord
+
+#: Image file suffixes read from folders and recognised as images inside tar shards.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+)
+
+#: Largest single member or file read into memory; larger ones become error rows.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+class Shard(Protocol):
+    """One unit of input: a folder's images, a tar file, or a Parquet file.
+
+    ``id`` is stable across runs (relative to the scanned root), ``fingerprint`` changes when
+    the shard's content may have changed, and ``records`` yields images in a deterministic
+    order, so that a resumed scan can skip work by position.
+    """
+
+    id: str
+    kind: str
+    fingerprint: str
+    size_hint: int | None
+
+    @property
+    def location(self) -> Path:
+        """Where the shard lives (a folder, or the tar/Parquet file)."""
+        ...
+
+    def records(self) -> Iterator[ImageRecord]: ...
+
+
+def is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def too_large(size: int, max_bytes: int) -> str:
+    return (
+        f"file is {size:,} bytes, over the {max_bytes:,}-byte limit for one image "
+        "(raise --max-bytes to read it)"
+    )

@@ -1,0 +1,150 @@
+"""Reader for Parquet files with an image column.
+
+The image column holds raw bytes (``binary``) or the ``{bytes, path}`` struct that Hugging
+Face ``datasets`` writes for its ``Image`` feature. It is auto-detected from the schema or
+named with ``--image-column``. Scalar columns (captions, URLs, labels) become metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datagate.errors import InputError
+from datagate.scanner.readers.base import DEFAULT_MAX_BYTES, too_large
+from datagate.scanner.records import ImageRecord
+
+#: Preferred names when several columns could hold images.
+PREFERRED_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "bytes", "image_bytes")
+BATCH_ROWS = 128
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t))
+
+
+def image_column_kind(t: pa.DataType) -> str | None:
+    """'binary' or 'struct' if a column of this type can hold encoded images."""
+    if _is_binary(t):
+        return "binary"
+    if pa.types.is_struct(t):
+        names = [t.field(i).name for i in range(t.num_fields)]
+        if "bytes" in names and _is_binary(t.field(names.index("bytes")).type):
+            return "struct"
+    return None
+
+
+def _is_scalar(t: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+    )
+
+
+def choose_image_column(schema: pa.Schema, path: Path, requested: str | None) -> tuple[str, str]:
+    def describe() -> str:
+        return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+    if requested is not None:
+        if requested not in schema.names:
+            raise InputError(
+                f"{path}: no column named {requested!r} (columns: {describe()})",
+                hint="pass --image-column with one of the columns above",
+            )
+        kind = image_column_kind(schema.field(requested).type)
+        if kind is None:
+            raise InputError(
+                f"{path}: column {requested!r} has type {schema.field(requested).type}; "
+                "expected binary image bytes or a {bytes, path} struct",
+            )
+        return requested, kind
+    candidates = [(f.name, k) for f in schema if (k := image_column_kind(f.type)) is not None]
+    if not candidates:
+        raise InputError(
+            f"{path}: no image column found; expected a binary column or a {{bytes, path}} "
+            f"struct (columns: {describe()})",
+            hint="pass --image-column NAME if the images are stored under another type",
+        )
+    for preferred in PREFERRED_NAMES:
+        for name, kind in candidates:
+            if name.lower() == preferred:
+                return name, kind
+    return candidates[0]
+
+
+@dataclass
+class ParquetShard:
+    id: str
+    path: Path
+    image_column: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    kind: str = "parquet"
+    fingerprint: str = field(init=False)
+    size_hint: int | None = field(init=False)
+    column_kind: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            pf = pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{self.path}: not a readable Parquet file: {exc}") from exc
+        schema = pf.schema_arrow
+        self.image_column, self.column_kind = choose_image_column(
+            schema, self.path, self.image_column
+        )
+        self._meta_columns = [
+            f.name for f in schema if f.name != self.image_column and _is_scalar(f.type)
+        ]
+        self.size_hint = pf.metadata.num_rows
+        st = os.stat(self.path)
+        self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{self.image_column}"
+
+    @property
+    def location(self) -> Path:
+        return self.path
+
+    def records(self) -> Iterator[ImageRecord]:
+        assert self.image_column is not None
+        pf = pq.ParquetFile(self.path)
+        row = 0
+        columns = [self.image_column, *self._meta_columns]
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            images = batch.column(0)
+            if self.column_kind == "struct":
+                struct = images
+                names = [struct.type.field(i).name for i in range(struct.type.num_fields)]
+                data_values = struct.field("bytes").to_pylist()
+                paths = struct.field("path").to_pylist() if "path" in names else None
+            else:
+                data_values = images.to_pylist()
+                paths = None
+            metas: dict[str, list[Any]] = {
+                name: batch.column(i + 1).to_pylist() for i, name in enumerate(self._meta_columns)
+            }
+            for i, data in enumerate(data_values):
+                meta = {name: values[i] for name, values in metas.items()}
+                if paths is not None and paths[i] is not None:
+                    meta["path"] = paths[i]
+                error = None
+                if data is None:
+                    error = f"no image bytes in column {self.image_column!r} (null)"
+                elif len(data) > self.max_bytes:
+                    error, data = too_large(len(data), self.max_bytes), None
+                yield ImageRecord(
+                    shard=self.id,
+                    member=str(row),
+                    reader=self.kind,
+                    data=data,
+                    meta=meta,
+                    error=error,
+                )
+                row += 1
