@@ -49,8 +49,8 @@ def load(data: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def embed(model: str, data: Path, paths: list[str]) -> tuple[np.ndarray, dict[str, str]]:
-    from datagate.embed.models import load_embedder
     from datagate.detect.labelled import embed_inputs
+    from datagate.embed.models import load_embedder
 
     embedder = load_embedder(model).embedder
     assert embedder is not None
@@ -64,7 +64,7 @@ def embed(model: str, data: Path, paths: list[str]) -> tuple[np.ndarray, dict[st
 
 
 def train(x: np.ndarray, y: np.ndarray, info: dict[str, str], seed: int = 0):
-    from datagate.detect.head import train_head
+    from datagate.detect.train import train_head
 
     return train_head(
         x, y, embedder=info["id"], preprocessing=info["preprocessing"], seed=seed
@@ -72,7 +72,7 @@ def train(x: np.ndarray, y: np.ndarray, info: dict[str, str], seed: int = 0):
 
 
 def loso(x: np.ndarray, y: np.ndarray, src: np.ndarray, info: dict[str, str]) -> dict:
-    from datagate.detect.head import metrics
+    from datagate.detect.train import metrics
 
     out = {}
     for held in sorted(set(src)):
@@ -157,9 +157,9 @@ def coverage(
 
 
 def stability(model: str, data: Path, paths: list[str], y: np.ndarray, src: np.ndarray) -> dict:
-    from datagate.detect.head import metrics
-    from datagate.embed.models import load_embedder
     from datagate.detect.stability import instability, prepared_images
+    from datagate.detect.train import metrics
+    from datagate.embed.models import load_embedder
 
     embedder = load_embedder(model).embedder
     assert embedder is not None
@@ -195,7 +195,7 @@ def main() -> None:
             x, info = embed(model, args.data, paths)
         row: dict = {"embedder": info["id"]}
         row["loso"] = loso(x, y, src, info)
-        from datagate.detect.head import train_head
+        from datagate.detect.train import train_head
 
         pooled = train_head(x, y, embedder=info["id"], preprocessing=info["preprocessing"])
         row["pooled_held_out"] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,31 +9,40 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datagate.contract import (
+    KEPT,
+    META_FILE,
+    REJECTED,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_MD,
+    Report,
+    ScanMeta,
+    load_embeddings,
+    load_meta,
+    load_report,
+    load_scan,
+)
 from datagate.detect.head import Calibration
 from datagate.errors import InputError
 from datagate.io import write_json, write_table, write_text
-from datagate.scanner.engine import META_FILE, load_embeddings, load_scan
-from datagate.rules.policy import Policy, policy_digest
-from datagate.report.build import QUALITY_KEYS, build_report, render_markdown, select_galleries
+from datagate.report.build import build_report
+from datagate.report.gallery import QUALITY_KEYS, select_galleries
 from datagate.report.html import render_html
-from datagate.rules.engine import Decision, RowVectors, apply_policy
-
-KEPT = "manifests/kept.parquet"
-REJECTED = "manifests/rejected.parquet"
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
+from datagate.report.markdown import render_markdown
+from datagate.rules import Decision, RowVectors, apply_policy
+from datagate.rules.policy import Policy, policy_digest
 
 
 @dataclass
 class EnforceResult:
-    report: dict[str, Any]
+    report: Report
     decision: Decision
     out: Path
 
     @property
     def passed(self) -> bool:
-        return bool(self.report["verdict"] == "pass")
+        return self.report["verdict"] == "pass"
 
 
 def default_out(scan_dir: Path) -> Path:
@@ -54,6 +62,7 @@ def enforce(
     out: Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> EnforceResult:
+    """Judge a scan folder: write the kept/rejected manifests and every report."""
     table, meta = load_scan(scan_dir)
     out = out if out is not None else default_out(scan_dir)
     embeddings = load_embeddings(scan_dir)
@@ -67,22 +76,18 @@ def enforce(
     decision = apply_policy(table, policy, vectors, calibration)
     kept_mask = pa.array(decision.kept)
     kept = table.filter(kept_mask)
-    rejected = table.filter(pa.compute.invert(kept_mask))
     rejected_idx = (~decision.kept).nonzero()[0]
-    rejected = (
-        rejected.append_column(
-            pa.field("rule_id", pa.string(), nullable=False),
-            pa.array(decision.rule_id[rejected_idx].tolist(), pa.string()),
+    rejected = table.filter(pa.compute.invert(kept_mask))
+    for name, values, nullable in (
+        ("rule_id", decision.rule_id, False),
+        ("reason", decision.reason, False),
+        ("reason_code", decision.reason_code, False),
+        ("duplicate_of", decision.duplicate_of, True),
+    ):
+        rejected = rejected.append_column(
+            pa.field(name, pa.string(), nullable=nullable),
+            pa.array(values[rejected_idx].tolist(), pa.string()),
         )
-        .append_column(
-            pa.field("reason", pa.string(), nullable=False),
-            pa.array(decision.reason[rejected_idx].tolist(), pa.string()),
-        )
-        .append_column(
-            pa.field("duplicate_of", pa.string()),
-            pa.array(decision.duplicate_of[rejected_idx].tolist(), pa.string()),
-        )
-    )
     write_table(out / KEPT, kept)
     write_table(out / REJECTED, rejected)
     outputs = {
@@ -110,7 +115,7 @@ def enforce(
     return EnforceResult(report=report, decision=decision, out=out)
 
 
-def write_reports(report: dict[str, Any], scan_meta: dict[str, Any], out: Path) -> None:
+def write_reports(report: Report, scan_meta: ScanMeta | None, out: Path) -> None:
     """Render report.md and report.html from a report and the manifests beside it."""
     # the galleries need identity, reasons and quality measures, not every column
     kept_names = set(pq.read_schema(out / KEPT).names)
@@ -121,7 +126,7 @@ def write_reports(report: dict[str, Any], scan_meta: dict[str, Any], out: Path) 
         out / REJECTED,
         columns=[
             c
-            for c in ("key", "shard", "member", "rule_id", "reason", "duplicate_of")
+            for c in ("key", "shard", "member", "rule_id", "reason", "reason_code", "duplicate_of")
             if c in rejected_names
         ],
     )
@@ -130,16 +135,15 @@ def write_reports(report: dict[str, Any], scan_meta: dict[str, Any], out: Path) 
     write_text(out / REPORT_HTML, render_html(report, galleries))
 
 
-def rerender(scan_dir: Path, out: Path | None = None) -> dict[str, Any]:
+def rerender(scan_dir: Path, out: Path | None = None) -> Report:
     """Re-render every report from a scan and its recorded decisions; nothing is recomputed."""
     out = out if out is not None else default_out(scan_dir)
-    path = out / REPORT_JSON
-    if not path.exists() or not (out / KEPT).exists():
+    if not (out / REPORT_JSON).exists() or not (out / KEPT).exists():
         raise InputError(
             f"{out}: no decisions to report (expected {REPORT_JSON} and {KEPT})",
             hint=f"run `datagate enforce {scan_dir}` first, or pass --out where it wrote",
         )
-    report: dict[str, Any] = json.loads(path.read_text())
-    meta = json.loads((scan_dir / META_FILE).read_text()) if (scan_dir / META_FILE).exists() else {}
+    report = load_report(out)
+    meta = load_meta(scan_dir) if (scan_dir / META_FILE).exists() else None
     write_reports(report, meta, out)
     return report

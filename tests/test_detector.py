@@ -15,18 +15,17 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from datagate.cli import main
+from datagate.contract import load_embeddings
 from datagate.detect.head import (
     Calibration,
     DetectorMismatch,
     load_head,
     save_head,
-    train_head,
 )
-from datagate.errors import InputError
-from datagate.scanner.engine import load_embeddings
-from datagate.rules.policy import parse_policy
 from datagate.detect.prevalence import ShareModel, separates
-from datagate.rules.engine import apply_policy
+from datagate.detect.train import train_head
+from datagate.errors import InputError
+from datagate.rules import apply_policy, parse_policy
 
 from .conftest import jpeg_bytes, photo
 
@@ -366,9 +365,9 @@ def test_training_from_the_real_labelled_evaldata(evaldata: Path, tmp_path: Path
 
 
 def test_precommit_hook_scores_with_a_head(labelled: Path, tmp_path: Path) -> None:
+    from datagate.detect.labelled import collect
     from datagate.embed.models import PixelEmbedder
     from datagate.precommit import run_hook
-    from datagate.detect.labelled import collect
 
     embedder = PixelEmbedder()
     data = collect(

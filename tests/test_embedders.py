@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from datagate.measures.diversity import diversity_index
-from datagate.scanner.cache import EmbeddingCache
+from datagate.contract import EMBEDDINGS_FILE, load_embeddings
 from datagate.embed.models import (
     DEFAULT_HUB_FILE,
     DEFAULT_MODEL,
@@ -28,7 +27,9 @@ from datagate.embed.models import (
     prepare,
 )
 from datagate.errors import ConfigError
-from datagate.scanner.engine import EMBEDDINGS_FILE, load_embeddings, scan
+from datagate.measures.diversity import diversity_index
+from datagate.scanner.cache import Store
+from datagate.scanner.engine import scan
 
 from .conftest import jpeg_bytes, photo
 
@@ -171,8 +172,8 @@ def _folder(root: Path, n: int, copies: int = 0) -> Path:
 
 def test_scan_writes_fixed_size_float16_embeddings(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
     data = _folder(tmp_path / "d", 10)
-    cache = EmbeddingCache(cache_key(tiny), tiny.dim, tmp_path / "cache")
-    result = scan([data], tmp_path / "s", workers=1, embedder=tiny, cache=cache)
+    store = Store(tmp_path / "cache")
+    result = scan([data], tmp_path / "s", workers=1, embedder=tiny, store=store)
     table = pq.read_table(tmp_path / "s" / EMBEDDINGS_FILE)
     assert table.schema.field("embedding").type == pa.list_(pa.float16(), tiny.dim)
     assert table.schema.metadata[b"datagate.embedder"].decode() == tiny.id
@@ -187,25 +188,26 @@ def test_scan_writes_fixed_size_float16_embeddings(tmp_path: Path, tiny) -> None
 
 def test_cache_means_rescans_and_duplicate_bytes_never_recompute(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
     data = _folder(tmp_path / "d", 8, copies=3)
-    cache = EmbeddingCache(cache_key(tiny), tiny.dim, tmp_path / "cache")
-    first = scan([data], tmp_path / "a", workers=1, embedder=tiny, cache=cache)
+    store = Store(tmp_path / "cache")
+    first = scan([data], tmp_path / "a", workers=1, embedder=tiny, store=store)
     assert first.meta["embedder"]["computed"] == 8  # 11 images, 3 are identical bytes
-    second = scan([data], tmp_path / "b", workers=2, embedder=tiny, cache=cache)
+    second = scan([data], tmp_path / "b", workers=2, embedder=tiny, store=store)
     assert second.meta["embedder"]["computed"] == 0
     a, b = load_embeddings(tmp_path / "a"), load_embeddings(tmp_path / "b")
     assert a is not None and b is not None
     np.testing.assert_array_equal(a.vectors, b.vectors)
-    other = EmbeddingCache("another-model|prep", tiny.dim, tmp_path / "cache")
-    assert other.get_many([bytes(32)]) == {}  # keyed by model and preprocessing too
+    digest = bytes.fromhex(pq.read_table(tmp_path / "a" / "images.parquet")["sha256"][0].as_py())
+    assert store.get_vectors(cache_key(tiny), tiny.dim, [digest])  # stored for this model
+    assert store.get_vectors("another-model|prep", tiny.dim, [digest]) == {}  # and only it
 
 
 def test_an_unusable_cache_is_reported_and_skipped(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    cache = EmbeddingCache(cache_key(tiny), tiny.dim, blocker)  # a file, not a folder
-    assert cache.error and "continuing without it" in cache.error
+    store = Store(blocker)  # a file, not a folder
+    assert store.error and "continuing without it" in store.error
     data = _folder(tmp_path / "d", 3)
-    result = scan([data], tmp_path / "s", workers=1, embedder=tiny, cache=cache)
+    result = scan([data], tmp_path / "s", workers=1, embedder=tiny, store=store)
     assert result.meta["embedder"]["computed"] == 3
 
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagate.measures.neardup import near_pairs
+from datagate.rules.duplicates import NearDuplicates
 from datagate.scanner.engine import scan
-from datagate.rules.policy import NearDuplicates
 
 # G4 (re-signed copies), G4b (edited after signing) and G5 are the same Canon photograph.
 SAME_PICTURE = {"G4": "G5", "G4b": "G5"}

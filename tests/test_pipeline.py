@@ -12,9 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from datagate.contract import EMBEDDINGS_FILE, PARTS_DIR, load_scan
 from datagate.embed.models import PixelEmbedder
 from datagate.errors import InputError
-from datagate.scanner.engine import EMBEDDINGS_FILE, PARTS_DIR, ScanOptions, load_scan, scan
+from datagate.scanner.engine import scan
+from datagate.scanner.options import ScanOptions
 from datagate.scanner.schema import SCHEMA_VERSION, describe, images_schema
 
 from .conftest import jpeg_bytes, photo

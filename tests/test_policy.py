@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from datagate.errors import ConfigError
-from datagate.rules.policy import MinHuman, default_rules_path, load_policy, parse_policy, with_overrides
+from datagate.rules.human import MinHuman
+from datagate.rules.policy import default_rules_path, load_policy, parse_policy, with_overrides
 
 from .conftest import ROOT
 

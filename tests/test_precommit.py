@@ -13,9 +13,9 @@ import pytest
 import yaml
 from PIL import Image, PngImagePlugin
 
-from datagate.scanner.engine import ScanOptions
-from datagate.rules.policy import parse_policy
 from datagate.precommit import run_hook
+from datagate.rules import parse_policy
+from datagate.scanner.options import ScanOptions
 
 from .conftest import ROOT, photo
 
@@ -165,8 +165,9 @@ def test_hook_manifest_installs_and_runs_with_pre_commit_try_repo(data_repo: Pat
 def test_hook_embeds_when_the_policy_needs_it_and_reuses_cached_vectors(tmp_path: Path) -> None:
     import numpy as np
 
+    from datagate.contract import load_embeddings
     from datagate.embed.models import PixelEmbedder
-    from datagate.scanner.engine import load_embeddings, scan
+    from datagate.scanner.engine import scan
 
     data = tmp_path / "data"
     data.mkdir()

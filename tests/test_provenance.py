@@ -178,7 +178,8 @@ def test_watermark_sampling_is_deterministic() -> None:
 
 
 def test_scan_records_watermark_mode(tmp_path: Path) -> None:
-    from datagate.scanner.engine import ScanOptions, scan
+    from datagate.scanner.engine import scan
+    from datagate.scanner.options import ScanOptions
 
     from .conftest import DATA
 

@@ -10,7 +10,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from datagate.scanner.engine import ScanOptions, scan
+from datagate.scanner.engine import scan
+from datagate.scanner.options import ScanOptions
 
 # expected label -> origins that are correct for it
 ACCEPT = {

@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from datagate.scanner.engine import ScanOptions
-from datagate.rules.policy import parse_policy
-from datagate.report.build import build_report, render_markdown
-from datagate.rules.engine import RowVectors, apply_policy
+from datagate.report.build import build_report
+from datagate.report.markdown import render_markdown
+from datagate.rules import RowVectors, apply_policy, parse_policy
+from datagate.scanner.options import ScanOptions
 from datagate.scanner.schema import images_schema
 
 POLICY = """

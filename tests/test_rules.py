@@ -5,9 +5,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from datagate.scanner.engine import ScanOptions
-from datagate.rules.policy import parse_policy
-from datagate.rules.engine import apply_policy
+from datagate.rules import apply_policy, parse_policy
+from datagate.scanner.options import ScanOptions
 from datagate.scanner.schema import images_schema
 
 WITHOUT_PROVENANCE = ("integrity", "hashes", "quality")

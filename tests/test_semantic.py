@@ -7,10 +7,9 @@ import pyarrow as pa
 import pytest
 
 from datagate.measures.diversity import Running, diversity_index, drop_until, normalise
-from datagate.rules.policy import parse_policy
-from datagate.rules.engine import RowVectors, apply_policy
-from datagate.scanner.schema import images_schema
 from datagate.measures.semantic import semantic_duplicates
+from datagate.rules import RowVectors, apply_policy, parse_policy
+from datagate.scanner.schema import images_schema
 
 
 def spread(n: int, d: int = 48, seed: int = 0) -> np.ndarray:

@@ -21,6 +21,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from datagate.contract import Report, ScanMeta
+
 out = Console()
 err = Console(stderr=True)
 
@@ -67,7 +69,7 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def scan_json(meta: dict[str, Any], out_dir: str) -> dict[str, Any]:
+def scan_json(meta: ScanMeta, out_dir: str) -> dict[str, Any]:
     return {
         "scan": out_dir,
         "images_parquet": f"{out_dir}/images.parquet",
@@ -80,14 +82,12 @@ def scan_json(meta: dict[str, Any], out_dir: str) -> dict[str, Any]:
     }
 
 
-def enforce_json(report: dict[str, Any]) -> dict[str, Any]:
+def enforce_json(report: Report) -> dict[str, Any]:
     keys = ("verdict", "counts", "rules", "composition", "outputs", "policy", "datagate_version")
-    return {k: report[k] for k in keys if k in report}
+    return {k: v for k, v in report.items() if k in keys}
 
 
-def hook_summary(
-    report: dict[str, Any], images: int, cached: int, computed: int, seconds: float
-) -> None:
+def hook_summary(report: Report, images: int, cached: int, computed: int, seconds: float) -> None:
     """Plain lines fit for a commit hook's output."""
     verdict = report["verdict"].upper()
     out.print(
@@ -114,7 +114,7 @@ def warn(message: str) -> None:
     err.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
 
 
-def scan_summary(meta: dict[str, Any], out_dir: str) -> None:
+def scan_summary(meta: ScanMeta, out_dir: str) -> None:
     c, t = meta["counts"], meta["timing"]
     out.print(
         f"[bold green]scanned[/] {c['images']:,} images in {c['shards']:,} shards "
@@ -135,7 +135,7 @@ def scan_summary(meta: dict[str, Any], out_dir: str) -> None:
         )
 
 
-def enforce_summary(report: dict[str, Any]) -> None:
+def enforce_summary(report: Report) -> None:
     table = Table(title=None, show_edge=False, header_style="bold")
     table.add_column("rule")
     table.add_column("scope")

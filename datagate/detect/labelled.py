@@ -10,7 +10,6 @@ shard's path followed by ``/`` and the member name.
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ import pyarrow.parquet as pq
 from datagate.errors import InputError
 
 if TYPE_CHECKING:
-    from datagate.scanner.cache import EmbeddingCache
     from datagate.embed.models import Embedder
+    from datagate.scanner.cache import Store
     from datagate.scanner.engine import Progress
 
 SYNTHETIC_LABELS = frozenset({"ai", "synthetic", "fake", "generated", "1"})
@@ -89,7 +88,7 @@ def read_labels(path: Path) -> dict[str, int]:
 def embed_inputs(
     paths: Sequence[Path],
     embedder: Embedder,
-    cache: EmbeddingCache | None,
+    store: Store | None,
     *,
     workers: int,
     progress: Progress | None = None,
@@ -100,7 +99,9 @@ def embed_inputs(
     Returns each embedded image's absolute path, its vector, and (path, error) for images
     that could not be embedded.
     """
-    from datagate.scanner.engine import IMAGES_FILE, META_FILE, ScanOptions, load_embeddings, scan
+    from datagate.contract import IMAGES_FILE, load_embeddings, load_meta
+    from datagate.scanner.engine import scan
+    from datagate.scanner.options import ScanOptions
 
     with tempfile.TemporaryDirectory(prefix="datagate-embed-") as tmp:
         out = Path(tmp)
@@ -111,10 +112,10 @@ def embed_inputs(
             workers=workers,
             progress=progress,
             embedder=embedder,
-            cache=cache,
+            store=store,
             batch_size=batch_size,
         )
-        meta = json.loads((out / META_FILE).read_text())
+        meta = load_meta(out)
         table = pq.read_table(out / IMAGES_FILE, columns=["key", "shard", "member", "error"])
         found = load_embeddings(out)
     shard_path = {s["id"]: s["path"] for s in meta["shards"]}
@@ -138,7 +139,7 @@ def embed_inputs(
 
 def collect(
     embedder: Embedder,
-    cache: EmbeddingCache | None,
+    store: Store | None,
     *,
     real: Sequence[Path] = (),
     synthetic: Sequence[Path] = (),
@@ -153,11 +154,11 @@ def collect(
     kw: dict[str, Any] = {"workers": workers, "progress": progress, "batch_size": batch_size}
     for group, label in ((real, 0), (synthetic, 1)):
         if group:
-            found, vectors, errors = embed_inputs(group, embedder, cache, **kw)
+            found, vectors, errors = embed_inputs(group, embedder, store, **kw)
             data.extend(Labelled(found, vectors, np.full(len(found), label), errors))
     if labels is not None:
         table = read_labels(labels)
-        found, vectors, errors = embed_inputs(labelled or [labels.parent], embedder, cache, **kw)
+        found, vectors, errors = embed_inputs(labelled or [labels.parent], embedder, store, **kw)
         have = np.array([p in table for p in found], dtype=bool)
         missing = [(p, f"no label in {labels}") for p, ok in zip(found, have) if not ok]
         chosen = [p for p, ok in zip(found, have) if ok]

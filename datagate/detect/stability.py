@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from datagate.scanner.decode import DecodeError, decode
 from datagate.embed.models import prepare
+from datagate.scanner.decode import DecodeError, decode
 from datagate.scanner.readers import discover, read_file
 
 if TYPE_CHECKING:

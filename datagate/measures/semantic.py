@@ -37,7 +37,7 @@ PROBES = 2
 
 
 @dataclass(frozen=True)
-class SemanticDuplicates:
+class SemanticMatches:
     """Per input row: the kept row it duplicates (-1 if kept), that similarity, and the
     highest similarity to any other row of its cluster (-1.0 for a singleton)."""
 
@@ -60,7 +60,7 @@ def semantic_duplicates(
     clusters: int | None = None,
     probes: int = PROBES,
     seed: int = 0,
-) -> SemanticDuplicates:
+) -> SemanticMatches:
     """Find semantic duplicates among ``vectors`` (see the module docstring)."""
     n = len(vectors)
     dup_of = np.full(n, -1, dtype=np.int64)
@@ -68,7 +68,7 @@ def semantic_duplicates(
     nearest = np.full(n, -1, dtype=np.int64)
     redundancy = np.full(n, -np.inf, dtype=np.float32)
     if n < 2:
-        return SemanticDuplicates(dup_of, np.zeros(n, np.float32), nearest, redundancy + 0, 1)
+        return SemanticMatches(dup_of, np.zeros(n, np.float32), nearest, redundancy + 0, 1)
     x = normalise(vectors)
     k = clusters or math.ceil(n / POINTS_PER_CLUSTER)
     labels = kmeans_labels(x, k, seed, probes=probes).reshape(n, -1)  # nearest clusters first
@@ -112,4 +112,4 @@ def semantic_duplicates(
         parent = dup_of[row]
         if parent >= 0 and dup_of[parent] >= 0:
             dup_of[row] = dup_of[parent]
-    return SemanticDuplicates(dup_of, sim_to, nearest, redundancy, int(labels.max()) + 1)
+    return SemanticMatches(dup_of, sim_to, nearest, redundancy, int(labels.max()) + 1)

@@ -1,4 +1,5 @@
-"""Thumbnails for report galleries, read back from the shards a scan recorded.
+"""The report galleries: which images to show, and their thumbnails read back from the
+shards a scan recorded.
 
 Only the few images a report shows are read again (never extracted to disk), each through
 the same bounded decoder as the scan, shrunk to a small JPEG and inlined as a data URI, so a
@@ -14,9 +15,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from datagate.scanner.decode import DecodeError, decode
+import numpy as np
+import pyarrow as pa
+
+from datagate.contract import Report, ScanMeta
 from datagate.errors import InputError
-from datagate.scanner.readers import ParquetShard, WebDatasetShard, read_file
+from datagate.rules.checks import QUALITY_MEASURES
+from datagate.scanner.compute import read_record
+from datagate.scanner.decode import DecodeError, decode
+from datagate.scanner.defaults import DEFAULT_MAX_BYTES
+from datagate.scanner.readers import reopen
 
 THUMB_PX = 112
 THUMB_QUALITY = 70
@@ -35,14 +43,14 @@ def thumbnail(data: bytes) -> str | None:
 
 
 def load_thumbnails(
-    scan_meta: dict[str, Any], keys: Iterable[tuple[str, str]]
+    scan_meta: ScanMeta | None, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], str | None]:
     """Thumbnails for (shard, member) pairs, reading each shard at most once."""
     wanted: dict[str, set[str]] = {}
     for shard, member in keys:
         wanted.setdefault(shard, set()).add(member)
-    shards = {s["id"]: s for s in scan_meta.get("shards", [])}
-    image_column = scan_meta.get("config", {}).get("image_column")
+    shards: dict[str, Any] = {s["id"]: s for s in scan_meta["shards"]} if scan_meta else {}
+    image_column = scan_meta["config"].get("image_column") if scan_meta else None
     found: dict[tuple[str, str], str | None] = {}
     for shard_id, members in wanted.items():
         info = shards.get(shard_id, {})
@@ -57,27 +65,106 @@ def load_thumbnails(
 def _read(
     kind: str | None, shard_id: str, path: Path | None, members: set[str], image_column: str | None
 ) -> Iterable[tuple[str, bytes | None]]:
-    if path is None or not path.exists():
+    if kind is None or path is None or not path.exists():
         return
+    remaining = set(members)
     try:
-        if kind == "folder":
-            for member in members:
-                try:
-                    yield member, read_file(str(path / member))
-                except (OSError, ValueError):
-                    yield member, None
-        elif kind in ("webdataset", "parquet"):
-            shard = (
-                WebDatasetShard(shard_id, path)
-                if kind == "webdataset"
-                else ParquetShard(shard_id, path, image_column)
-            )
-            remaining = set(members)
-            for record in shard.records():
-                if record.member in remaining:
-                    remaining.discard(record.member)
-                    yield record.member, record.data
-                    if not remaining:
-                        break
+        for record in reopen(kind, shard_id, path, list(members), image_column).records():
+            if record.member in remaining:
+                remaining.discard(record.member)
+                data, _ = read_record(record, DEFAULT_MAX_BYTES)
+                yield record.member, data
+                if not remaining:
+                    break
     except (InputError, OSError):
         return
+
+
+GALLERY_SIZE = 12
+DUPLICATE_PAIRS = 8
+QUALITY_KEYS = QUALITY_MEASURES
+
+
+def select_galleries(
+    report: Report, kept: pa.Table, rejected: pa.Table, scan_meta: ScanMeta | None
+) -> dict[str, list[dict[str, Any]]]:
+    """Pick the images the HTML report shows and load their thumbnails (bounded count)."""
+    # rejected: round-robin over the rules, so every rule that fired is shown
+    by_rule: dict[str, list[dict[str, Any]]] = {}
+    for row in rejected.select(["key", "shard", "member", "rule_id", "reason"]).to_pylist():
+        by_rule.setdefault(row["rule_id"], []).append(row)
+    chosen: list[dict[str, Any]] = []
+    while len(chosen) < GALLERY_SIZE and any(by_rule.values()):
+        for rows in by_rule.values():
+            if rows and len(chosen) < GALLERY_SIZE:
+                chosen.append(rows.pop(0))
+    rejected_items = [
+        {
+            "key": r["key"],
+            "shard": r["shard"],
+            "member": r["member"],
+            "caption": f"{r['rule_id']}: {r['reason']}",
+        }
+        for r in chosen
+    ]
+    # duplicates: dropped copy beside the kept original
+    duplicates: list[dict[str, Any]] = []
+    if "duplicate_of" in rejected.column_names:
+        dups = [
+            r
+            for r in rejected.select(["key", "shard", "member", "duplicate_of"]).to_pylist()
+            if r["duplicate_of"]
+        ][:DUPLICATE_PAIRS]
+        wanted = {r["duplicate_of"] for r in dups}
+        where = {
+            r["key"]: r
+            for r in kept.select(["key", "shard", "member"]).to_pylist()
+            if r["key"] in wanted
+        }
+        for r in dups:
+            original = where.get(r["duplicate_of"])
+            if original is None:
+                continue
+            duplicates.append(
+                {
+                    "key": r["key"],
+                    "shard": r["shard"],
+                    "member": r["member"],
+                    "caption": f"copy: {r['key']}",
+                    "original": {**original, "caption": f"kept: {original['key']}"},
+                }
+            )
+    borderline = _borderline(report, kept)
+    items = [*rejected_items, *duplicates, *[d["original"] for d in duplicates], *borderline]
+    thumbs = load_thumbnails(scan_meta, [(i["shard"], i["member"]) for i in items])
+    for item in items:
+        item["thumb"] = thumbs.get((item["shard"], item["member"]))
+    return {"rejected": rejected_items, "duplicates": duplicates, "borderline": borderline}
+
+
+def _borderline(report: Report, kept: pa.Table) -> list[dict[str, Any]]:
+    """Kept images whose quality measures are closest (relatively) to a rule's bound."""
+    bounds: list[tuple[str, float]] = []
+    for rule in report["rules"]:  # every {min, max} bound on a quality measure
+        for name in QUALITY_KEYS:
+            for side in ("min", "max"):
+                limit = (rule["params"].get(name) or {}).get(side)
+                if limit is not None and name in kept.column_names:
+                    bounds.append((name, float(limit)))
+    if not bounds or kept.num_rows == 0:
+        return []
+    margin = np.full(kept.num_rows, np.inf)
+    which = np.full(kept.num_rows, "", dtype=object)
+    for name, limit in bounds:
+        values = np.asarray(kept.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+        rel = np.abs(values - limit) / max(abs(limit), 1e-6)
+        closer = np.nan_to_num(rel, nan=np.inf) < margin
+        margin[closer] = rel[closer]
+        which[closer] = [f"{name} {v:.3g} (bound {limit:g})" for v in values[closer]]
+    order = np.argsort(margin, kind="stable")[:GALLERY_SIZE]
+    rows = kept.select(["key", "shard", "member"]).take(pa.array(order)).to_pylist()
+    return [
+        {**r, "caption": f"{which[i]}: {r['key']}"}
+        for r, i in zip(rows, order.tolist())
+        if np.isfinite(margin[i])
+    ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from datagate.contract import Report
+
 CSS = """
 :root{--ok:#1a7f37;--bad:#cf222e;--muted:#57606a;--line:#d0d7de;--bar:#0969da;--bar2:#bf8700}
 *{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
@@ -177,7 +179,7 @@ def _gallery(title: str, items: list[dict[str, Any]], empty: str) -> str:
     return f'<h2>{escape(title)}</h2><div class="gallery">{"".join(figures)}</div>'
 
 
-def render_html(report: dict[str, Any], galleries: dict[str, list[dict[str, Any]]]) -> str:
+def render_html(report: Report, galleries: dict[str, list[dict[str, Any]]]) -> str:
     c = report["counts"]
     verdict = report["verdict"]
     comp = report.get("composition", {})

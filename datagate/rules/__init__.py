@@ -1,3 +1,33 @@
-"""Judge: the rules registry, policies (YAML) and the engine that applies them to a scan."""
+"""Judge: the rules registry, policies (YAML) and the engine that applies them to a scan.
+
+Each built-in rule lives with its config model, logic, docs and reason codes in one module
+(:mod:`.checks`, :mod:`.duplicates`, :mod:`.provenance`, :mod:`.human`, :mod:`.diversity`,
+:mod:`.rejected`) and registers itself in :data:`RULES`. A new rule is one more module that
+subclasses :class:`Rule` and is decorated with :func:`register`.
+"""
 
 from __future__ import annotations
+
+from datagate.rules import checks, diversity, duplicates, human, provenance, rejected
+from datagate.rules.base import RULES, Context, RowVectors, Rule, Verdict, register, unregister
+from datagate.rules.engine import Decision, RuleOutcome, apply_policy
+from datagate.rules.policy import Policy, default_rules_path, load_policy, parse_policy
+
+BUILTIN = (checks, duplicates, provenance, human, diversity, rejected)
+
+__all__ = [
+    "RULES",
+    "Context",
+    "Decision",
+    "Policy",
+    "RowVectors",
+    "Rule",
+    "RuleOutcome",
+    "Verdict",
+    "apply_policy",
+    "default_rules_path",
+    "load_policy",
+    "parse_policy",
+    "register",
+    "unregister",
+]

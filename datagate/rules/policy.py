@@ -9,6 +9,7 @@ found, and suggest the nearest known key or rule name for a typo, e.g.::
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import types
 import typing
@@ -17,208 +18,48 @@ from typing import Annotated, Any, Literal, Union
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from datagate.errors import ConfigError
-
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-HAMMING_MAX = 32
+from datagate.rules.base import RULES, ConfigModel, Need, Rule
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Policy(ConfigModel):
+    """A rules file: per-image and dataset rules, validated against the rules registry."""
 
-
-class _Rule(_Model):
-    id: str | None = None
-    """Stable id written on rejected rows (defaults to the rule name)."""
-
-    @property
-    def rule_name(self) -> str:
-        """The rule type (the ``rule:`` key), declared by each subclass as a literal."""
-        return str(self.__dict__["rule"])
-
-    @property
-    def rule_id(self) -> str:
-        return self.id or self.rule_name
-
-
-class Bound(_Model):
-    min: float | None = None
-    max: float | None = None
-
-
-# ----------------------------------------------------------------- per-image rules
-
-
-class Decodable(_Rule):
-    rule: Literal["decodable"]
-
-
-class Dimensions(_Rule):
-    rule: Literal["dimensions"]
-    min_width: Annotated[int, Field(ge=1)] | None = None
-    min_height: Annotated[int, Field(ge=1)] | None = None
-    max_width: Annotated[int, Field(ge=1)] | None = None
-    max_height: Annotated[int, Field(ge=1)] | None = None
-
-
-class Formats(_Rule):
-    rule: Literal["formats"]
-    allow: list[str]
-
-
-class Quality(_Rule):
-    rule: Literal["quality"]
-    brightness: Bound | None = None
-    contrast: Bound | None = None
-    blur: Bound | None = None
-    entropy: Bound | None = None
-    aspect_ratio: Bound | None = None
-
-
-class ExactDuplicates(_Rule):
-    rule: Literal["exact_duplicates"]
-    keep: Literal["first"] = "first"
-
-
-class NearDuplicates(_Rule):
-    rule: Literal["near_duplicates"]
-    hash: Literal["dhash", "phash"] = "dhash"
-    max_distance: Annotated[int, Field(ge=0, le=HAMMING_MAX)] = 6
-    keep: Literal["largest", "first"] = "largest"
-
-
-class ProvenanceRule(_Rule):
-    rule: Literal["provenance"]
-    require: Literal["none", "evidence", "c2pa_valid", "c2pa_trusted"] = "none"
-    reject_generators: list[str] = Field(default_factory=list)
-    """Case-insensitive shell patterns matched against the generator, e.g. ``*midjourney*``."""
-
-
-class SemanticDuplicates(_Rule):
-    rule: Literal["semantic_duplicates"]
-    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
-    """Cosine similarity of the embeddings at or above which two images are duplicates."""
-    keep: Literal["largest", "first"] = "largest"
-    clusters: Annotated[int, Field(ge=1)] | None = None
-    """k-means clusters searched within (default: one per 1,000 embedded images)."""
-    action: Literal["reject", "filter"] = "reject"
-    """reject: drop every duplicate; filter: drop the most similar first, only until the
-    policy's min_diversity thresholds hold."""
-
-
-class MaxGeneration(_Rule):
-    rule: Literal["max_generation"]
-    max: Annotated[int, Field(ge=0)]
-    """Reject images more than this many model generations away from human data
-    (0: human-made only; 1: also outputs of models trained on human data)."""
-    unknown: Literal["keep", "reject"]
-    """Images whose generation is not recorded: keep or reject (required: no default)."""
-
-
-# ----------------------------------------------------------------- dataset rules
-
-Strength = Literal["weak", "strong", "definitive"]
-
-
-class MinHuman(_Rule):
-    rule: Literal["min_human"]
-    min: Fraction
-    unknown: Literal["not_human", "exclude", "human"] = "not_human"
-    human_evidence: Strength = "weak"
-    """Weakest evidence that lets an image count as human (weaker counts as unknown)."""
-    untrusted_c2pa: Literal["count", "ignore"] = "count"
-    """Whether claims of valid C2PA manifests from signers not on a trust list count."""
-    bound: Literal["estimate", "lower"] = "estimate"
-    """Gate on the point estimate or on the lower end of its 95 % interval (the interval
-    comes from the detector's scores; with provenance alone both are the exact count)."""
-    action: Literal["fail", "filter"] = "fail"
-    """fail: only judge; filter: first drop the most-likely-synthetic kept images (synthetic
-    provenance first, then by descending P(synthetic); never an image with human evidence)
-    until the estimate, or its lower bound, reaches ``min``."""
-
-
-class MinDiversity(_Rule):
-    rule: Literal["min_diversity"]
-    metric: Literal["index", "vendi", "mean_cosine_distance"] = "index"
-    min: Annotated[float, Field(ge=0.0)]
-    q: Annotated[float, Field(gt=0.0)] = 1.0
-    """Order of the Vendi score (1: Shannon; larger weighs dominant modes more)."""
-    action: Literal["fail", "filter"] = "fail"
-    """fail: only judge; filter: first drop the most redundant kept images (never one with
-    human evidence) until the metric reaches ``min`` or ``max_drop`` is spent."""
-    max_drop: Fraction = 0.5
-    """With action filter: at most this share of the kept images may be dropped."""
-
-
-class MaxUnknownOrigin(_Rule):
-    rule: Literal["max_unknown_origin"]
-    max: Fraction
-
-
-class MaxRejectedFraction(_Rule):
-    rule: Literal["max_rejected_fraction"]
-    max: Fraction
-
-
-IMAGE_RULE_TYPES: tuple[type[_Rule], ...] = (
-    Decodable,
-    Dimensions,
-    Formats,
-    Quality,
-    ExactDuplicates,
-    NearDuplicates,
-    SemanticDuplicates,
-    ProvenanceRule,
-    MaxGeneration,
-)
-DATASET_RULE_TYPES: tuple[type[_Rule], ...] = (
-    MinHuman,
-    MinDiversity,
-    MaxRejectedFraction,
-    MaxUnknownOrigin,
-)
-RULE_TYPES: dict[str, type[_Rule]] = {
-    typing.get_args(cls.model_fields["rule"].annotation)[0]: cls
-    for cls in (*IMAGE_RULE_TYPES, *DATASET_RULE_TYPES)
-}
-
-Rule = Annotated[
-    Union[  # noqa: UP007 - pydantic needs a real Union for the discriminator
-        Decodable,
-        Dimensions,
-        Formats,
-        Quality,
-        ExactDuplicates,
-        NearDuplicates,
-        SemanticDuplicates,
-        ProvenanceRule,
-        MaxGeneration,
-        MinHuman,
-        MinDiversity,
-        MaxRejectedFraction,
-        MaxUnknownOrigin,
-    ],
-    Field(discriminator="rule"),
-]
-
-
-class Policy(_Model):
     version: Literal[1] = 1
     name: str | None = None
     description: str | None = None
-    rules: list[Rule] = Field(default_factory=list)
+    rules: list[SerializeAsAny[Rule]] = Field(default_factory=list)
 
-    def image_rules(self) -> list[_Rule]:
-        return [r for r in self.rules if isinstance(r, IMAGE_RULE_TYPES)]
+    def image_rules(self) -> list[Rule]:
+        return [r for r in self.rules if r.scope == "image"]
 
-    def dataset_rules(self) -> list[_Rule]:
-        return [r for r in self.rules if isinstance(r, DATASET_RULE_TYPES)]
+    def dataset_rules(self) -> list[Rule]:
+        return [r for r in self.rules if r.scope == "dataset"]
 
-    def needs_embeddings(self) -> bool:
-        return any(isinstance(r, (SemanticDuplicates, MinDiversity)) for r in self.rules)
+    def needs(self, what: Need) -> bool:
+        """Whether any rule needs ``what`` (e.g. ``vectors``: the scan must embed)."""
+        return any(what in r.needs for r in self.rules)
+
+    @classmethod
+    def validate_data(cls, data: Any) -> Policy:
+        """Validate a parsed rules file against the rules registered now."""
+        return _validator(tuple(RULES.items())).model_validate(data)
+
+
+@functools.lru_cache(maxsize=8)
+def _validator(rules: tuple[tuple[str, type[Rule]], ...]) -> type[Policy]:
+    """A Policy whose ``rules`` is the discriminated union of the registered rule types."""
+    members: tuple[Any, ...] = tuple(cls for _, cls in rules)
+    item: Any = members[0] if len(members) == 1 else Rule
+    if len(members) > 1:
+        item = Annotated[Union[members], Field(discriminator="rule")]  # noqa: UP007
+    model: type[Policy] = create_model(
+        "Policy", __base__=Policy, rules=(list[item], Field(default_factory=list))
+    )
+    return model
 
 
 # ----------------------------------------------------------------- loading
@@ -264,7 +105,7 @@ def parse_policy(text: str, source: str) -> Policy:
             f"got {type(data).__name__}"
         )
     try:
-        return Policy.model_validate(data)
+        return Policy.validate_data(data)
     except ValidationError as exc:
         raise ConfigError("\n".join(format_errors(exc, data, source))) from None
 
@@ -287,14 +128,14 @@ def with_overrides(
         else:
             data["rules"].append({"rule": rule_name, key: value})
         try:
-            Policy.model_validate(data)
+            Policy.validate_data(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise ConfigError(
-                f"{flag}: expected {_describe_field(RULE_TYPES[rule_name].model_fields[key])}, "
+                f"{flag}: expected {_describe_field(RULES[rule_name].model_fields[key])}, "
                 f"got {first.get('input')!r}"
             ) from None
-    return Policy.model_validate(data)
+    return Policy.validate_data(data)
 
 
 # ----------------------------------------------------------------- error messages
@@ -312,12 +153,12 @@ def _path(loc: tuple[Any, ...], data: Any) -> tuple[str, type[BaseModel] | None,
         if isinstance(part, int):
             text += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
-            if model is Policy and i + 1 < len(parts) and parts[i + 1] in RULE_TYPES:
-                model = RULE_TYPES[parts[i + 1]]
+            if model is Policy and i + 1 < len(parts) and parts[i + 1] in RULES:
+                model = RULES[parts[i + 1]]
                 i += 1  # skip the discriminator tag pydantic inserts
             elif model is Policy:
                 rule_name = node.get("rule") if isinstance(node, dict) else None
-                model = RULE_TYPES.get(rule_name) if isinstance(rule_name, str) else None
+                model = RULES.get(rule_name) if isinstance(rule_name, str) else None
         else:
             text += f".{part}" if text else str(part)
             if model is not None and part in model.model_fields:
@@ -411,7 +252,7 @@ def format_errors(exc: ValidationError, data: Any, source: str) -> list[str]:
                 msg += f" (known keys: {', '.join(known)})"
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
             path, _, node = _path(loc, data)
-            names = sorted(RULE_TYPES)
+            names = sorted(RULES)
             if kind == "union_tag_not_found":
                 msg = f"{path}: missing key 'rule' (expected one of: {', '.join(names)})"
             else:

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-#: Default limit on width x height, checked before decoding (decompression-bomb guard).
-DEFAULT_MAX_PIXELS = 178_956_970
-#: Signals are computed on an image whose shorter side is in [ANALYSIS_SIZE, 2*ANALYSIS_SIZE).
-ANALYSIS_SIZE = 256
+from datagate.scanner.defaults import ANALYSIS_SIZE, DEFAULT_MAX_PIXELS
+
+__all__ = ["ANALYSIS_SIZE", "DEFAULT_MAX_PIXELS", "DecodeError", "Decoded", "decode"]
 
 _ORIENTATION_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,

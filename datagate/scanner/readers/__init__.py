@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datagate.errors import InputError
-from datagate.scanner.readers.base import DEFAULT_MAX_BYTES, IMAGE_SUFFIXES, Shard, is_image_name
+from datagate.scanner.defaults import DEFAULT_MAX_BYTES
+from datagate.scanner.readers.base import IMAGE_SUFFIXES, Shard, is_image_name
 from datagate.scanner.readers.folder import FolderShard, read_file
 from datagate.scanner.readers.parquet import ParquetShard
 from datagate.scanner.readers.webdataset import WebDatasetShard, is_tar_name
@@ -30,7 +31,21 @@ __all__ = [
     "WebDatasetShard",
     "discover",
     "read_file",
+    "reopen",
 ]
+
+
+def reopen(
+    kind: str, shard_id: str, path: Path, members: list[str], image_column: str | None = None
+) -> Shard:
+    """A shard recorded in a scan's meta.json, opened again to read some of its members."""
+    if kind == "folder":
+        return FolderShard(shard_id, path, sorted(members))
+    if kind == "webdataset":
+        return WebDatasetShard(shard_id, path)
+    if kind == "parquet":
+        return ParquetShard(shard_id, path, image_column)
+    raise InputError(f"{path}: unknown shard kind {kind!r}")
 
 
 @dataclass

@@ -13,9 +13,6 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
 )
 
-#: Largest single member or file read into memory; larger ones become error rows.
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-
 
 class Shard(Protocol):
     """One unit of input: a folder's images, a tar file, or a Parquet file.

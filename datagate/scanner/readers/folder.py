@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datagate.scanner.readers.base import DEFAULT_MAX_BYTES, too_large
+from datagate.scanner.defaults import DEFAULT_MAX_BYTES
+from datagate.scanner.readers.base import too_large
 from datagate.scanner.records import ImageRecord
 
 

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagate.errors import InputError
-from datagate.scanner.readers.base import DEFAULT_MAX_BYTES, too_large
+from datagate.scanner.defaults import DEFAULT_MAX_BYTES
+from datagate.scanner.readers.base import too_large
 from datagate.scanner.records import ImageRecord
 
 #: Preferred names when several columns could hold images.

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from datagate.scanner.readers.base import DEFAULT_MAX_BYTES, is_image_name, too_large
+from datagate.scanner.defaults import DEFAULT_MAX_BYTES
+from datagate.scanner.readers.base import is_image_name, too_large
 from datagate.scanner.records import ImageRecord
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")

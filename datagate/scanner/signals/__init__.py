@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datagate.scanner.defaults import DEFAULT_SIGNALS
 from datagate.scanner.signals.base import Sample, Signal
 from datagate.scanner.signals.hashes import Hashes
 from datagate.scanner.signals.integrity import Integrity
@@ -14,6 +15,5 @@ SIGNALS: dict[str, type[Signal]] = {
     Quality.name: Quality,
     Provenance.name: Provenance,
 }
-DEFAULT_SIGNALS: tuple[str, ...] = ("integrity", "hashes", "quality", "provenance")
 
 __all__ = ["DEFAULT_SIGNALS", "SIGNALS", "Sample", "Signal"]

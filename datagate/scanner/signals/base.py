@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -23,8 +24,16 @@ class Sample:
     error: str | None
     #: Share of images whose invisible watermark is decoded (0 off, 1 all; see watermark.py).
     watermark_rate: float = 0.0
+    _sha256: str | None = field(default=None, repr=False)
     _gray: Image.Image | None = field(default=None, repr=False)
     _gray_array: np.ndarray[Any, np.dtype[np.uint8]] | None = field(default=None, repr=False)
+
+    @property
+    def sha256(self) -> str | None:
+        """SHA-256 of the bytes (hex), computed once and shared by signals and the cache."""
+        if self._sha256 is None and self.data is not None:
+            self._sha256 = hashlib.sha256(self.data).hexdigest()
+        return self._sha256
 
     @property
     def gray(self) -> Image.Image:

@@ -9,7 +9,6 @@ bit as the most significant bit, so ``f"{value:016x}"`` equals imagehash's own h
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, ClassVar
 
 import imagehash
@@ -42,7 +41,7 @@ class Hashes:
     )
 
     def compute(self, sample: Sample) -> dict[str, Any]:
-        sha = hashlib.sha256(sample.data).hexdigest() if sample.data is not None else None
+        sha = sample.sha256
         if sample.decoded is None:
             return {"sha256": sha, "phash": None, "dhash": None}
         thumb = hash_thumbnail(sample.gray)

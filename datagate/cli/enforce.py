@@ -1,0 +1,78 @@
+"""``datagate enforce`` and ``datagate report``: judge a scan, and re-render its reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datagate.cli.app import app
+from datagate.cli.options import JsonOption, QuietOption, RulesOption, ScanDirArg
+from datagate.errors import ExitCode
+from datagate.scanner.defaults import DEFAULT_SCAN_DIR
+
+
+@app.command()
+def enforce(
+    scan_dir: ScanDirArg = Path(DEFAULT_SCAN_DIR),
+    rules: RulesOption = None,
+    min_human: Annotated[
+        float | None,
+        typer.Option(help="Override min_human.min: floor on the share of human-made images."),
+    ] = None,
+    max_rejected_fraction: Annotated[
+        float | None,
+        typer.Option(help="Override max_rejected_fraction.max."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder (default: beside the scan: datagate-out/ for datagate-out/scan).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> int:
+    """Apply rules to a scan: write kept/rejected manifests and reports; exit 1 on failure."""
+    from datagate.cli import console
+    from datagate.gate import enforce as run_enforce
+    from datagate.rules.policy import default_rules_path, load_policy, with_overrides
+
+    path = rules if rules is not None else default_rules_path()
+    overrides = {
+        k: v
+        for k, v in {"min_human": min_human, "max_rejected_fraction": max_rejected_fraction}.items()
+        if v is not None
+    }
+    policy = with_overrides(load_policy(path), **overrides)
+    result = run_enforce(scan_dir, policy, source=str(path), out=out, overrides=overrides)
+    if json_output:
+        console.print_json(console.enforce_json(result.report))
+    elif not quiet:
+        console.enforce_summary(result.report)
+    return ExitCode.OK if result.passed else ExitCode.GATE_FAILED
+
+
+@app.command()
+def report(
+    scan_dir: ScanDirArg = Path(DEFAULT_SCAN_DIR),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Where `datagate enforce` wrote (default: beside the scan)."
+        ),
+    ] = None,
+) -> int:
+    """Re-render report.md and report.html from a scan and its decisions (nothing recomputed)."""
+    from datagate.cli import console
+    from datagate.gate import rerender
+
+    result = rerender(scan_dir, out)
+    outputs = result["outputs"]
+    console.out.print(
+        f"report: {outputs['report_md']}, {outputs.get('report_html')}", soft_wrap=True
+    )
+    return ExitCode.OK

@@ -1,0 +1,245 @@
+"""The scan folder: what ``scan`` writes and ``enforce`` reads, typed and loaded in one place.
+
+A scan folder holds ``images.parquet`` (one row per image, schema in
+:mod:`datagate.scanner.schema`), ``embeddings.parquet`` (when the scan embeds) and
+``meta.json`` (:class:`ScanMeta`). ``enforce`` writes ``manifests/kept.parquet``,
+``manifests/rejected.parquet`` and ``report.json`` (:class:`Report`), rendered as
+``report.md`` and ``report.html``. Readers of these files go through the loaders here,
+which turn a missing, corrupt or foreign file into a clear input error (exit 2), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import NotRequired, TypedDict
+
+from datagate.errors import InputError
+from datagate.scanner.schema import SCHEMA_VERSION
+
+IMAGES_FILE = "images.parquet"
+EMBEDDINGS_FILE = "embeddings.parquet"
+META_FILE = "meta.json"
+PARTS_DIR = "parts"
+KEPT = "manifests/kept.parquet"
+REJECTED = "manifests/rejected.parquet"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- meta.json
+
+
+class Counts(TypedDict):
+    images: int
+    errors: int
+    shards: int
+    skipped_files: int
+
+
+class ShardInfo(TypedDict):
+    id: str
+    kind: str
+    path: str
+    images: int
+    errors: int
+
+
+class Skipped(TypedDict):
+    path: str
+    reason: str
+
+
+class Timing(TypedDict, total=False):
+    seconds: float
+    images_per_second: float | None
+    workers: int
+    executor: str
+    chunks_computed: int
+    chunks_resumed: int
+    rows_cached: int
+    rows_computed: int
+
+
+class EmbedderInfo(TypedDict):
+    id: str
+    dim: int
+    preprocessing: dict[str, Any]
+    device: str
+    computed: int
+    cache: str | None
+    cache_hits: int
+
+
+class DetectorInfo(TypedDict):
+    id: str
+    embedder: str
+    preprocessing: str
+    model: str | None
+    calibration: dict[str, Any]
+    training: dict[str, Any]
+
+
+class ScanMeta(TypedDict):
+    """``meta.json``: what was scanned, how, and what came of it."""
+
+    counts: Counts
+    shards: list[ShardInfo]
+    skipped: list[Skipped]
+    datagate_version: str
+    schema_version: int
+    signals: dict[str, int]
+    config: dict[str, Any]
+    config_hash: str
+    inputs: list[str]
+    created_at: str
+    timing: Timing
+    embedder: NotRequired[EmbedderInfo]
+    detector: NotRequired[DetectorInfo]
+
+
+# --------------------------------------------------------------------------- report.json
+
+
+class RuleOutcomeInfo(TypedDict):
+    id: str
+    rule: str
+    scope: Literal["image", "dataset"]
+    params: dict[str, Any]
+    rejected: int
+    passed: bool | None
+    code: str | None
+    value: float | None
+    threshold: float | None
+    message: str
+    details: dict[str, Any]
+
+
+class ReportCounts(TypedDict):
+    images: int
+    kept: int
+    rejected: int
+    errors: int
+
+
+class ShardOutcome(TypedDict):
+    shard: str
+    images: int
+    kept: int
+    rejected: int
+    errors: int
+
+
+class Report(TypedDict):
+    """``report.json``: the verdict and everything the Markdown and HTML reports show."""
+
+    report_version: int
+    datagate_version: str
+    verdict: Literal["pass", "fail"]
+    counts: ReportCounts
+    rules: list[RuleOutcomeInfo]
+    composition: dict[str, Any]
+    diversity: dict[str, Any]
+    synthetic: dict[str, Any]
+    shards: list[ShardOutcome]
+    sources: dict[str, int]
+    policy: dict[str, Any]
+    scan: dict[str, Any]
+    outputs: dict[str, str]
+
+
+# --------------------------------------------------------------------------- loaders
+
+T = TypeVar("T")
+
+
+def _load_json(path: Path, kind: type[T], what: str) -> T:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(
+            f"{path}: {what} is unreadable: {exc}",
+            hint="re-run the command that wrote it (it is written atomically, so this file "
+            "was changed by something else)",
+        ) from None
+    try:
+        return TypeAdapter(kind).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "top level"
+        raise InputError(
+            f"{path}: not a datagate {what}: {where}: {first['msg'].lower()}",
+            hint="re-run the command that wrote it with this version of datagate",
+        ) from None
+
+
+def load_meta(scan_dir: Path) -> ScanMeta:
+    return _load_json(scan_dir / META_FILE, ScanMeta, "scan meta.json")
+
+
+def load_report(out: Path) -> Report:
+    return _load_json(out / REPORT_JSON, Report, "report.json")
+
+
+def load_scan(scan_dir: Path) -> tuple[pa.Table, ScanMeta]:
+    """Read a scan folder's table and metadata, with a clear error if it is not one."""
+    images = scan_dir / IMAGES_FILE
+    if not images.exists() or not (scan_dir / META_FILE).exists():
+        raise InputError(
+            f"{scan_dir}: not a datagate scan (expected {IMAGES_FILE} and {META_FILE})",
+            hint="run `datagate scan PATH` first, or pass the folder it wrote to",
+        )
+    meta = load_meta(scan_dir)
+    try:
+        table = pq.read_table(images)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(f"{images}: scan table is unreadable: {exc}") from exc
+    version = (table.schema.metadata or {}).get(b"datagate.schema_version", b"?").decode()
+    if version != str(SCHEMA_VERSION):
+        raise InputError(
+            f"{images}: scan table schema version {version}, this datagate reads "
+            f"version {SCHEMA_VERSION}",
+            hint="re-run `datagate scan` with this version of datagate",
+        )
+    return table, meta
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """A scan's vectors: ``keys[i]`` has ``vectors[i]`` (unit length, float16)."""
+
+    keys: np.ndarray[Any, np.dtype[np.object_]]
+    vectors: np.ndarray[Any, np.dtype[np.float16]]
+    embedder: str
+    preprocessing: str
+
+
+def load_embeddings(scan_dir: Path) -> Embeddings | None:
+    """Read ``embeddings.parquet`` into numpy without per-row Python; None if absent."""
+    path = scan_dir / EMBEDDINGS_FILE
+    if not path.exists():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: unreadable: {exc}") from exc
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    column = table.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    flat = column.values.to_numpy(zero_copy_only=False)
+    return Embeddings(
+        keys=table.column("key").to_numpy(),
+        vectors=flat.reshape(-1, dim),
+        embedder=meta.get("datagate.embedder", "?"),
+        preprocessing=meta.get("datagate.preprocessing", "?"),
+    )

@@ -1,0 +1,190 @@
+"""Duplicate rules: exact (same bytes), near (perceptual hash) and semantic (embeddings).
+
+Each rejects every copy but one per group and records, for each dropped row, the key of
+the original it duplicates (the ``duplicate_of`` column of the rejected manifest).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from datagate.measures import diversity, neardup, semantic
+from datagate.rules.base import NO_VECTORS, Context, IntArray, Rule, Verdict, reasons, register
+from datagate.rules.origin import effective_origin
+
+HAMMING_MAX = 32
+
+
+@register
+class ExactDuplicates(Rule):
+    """Reject byte-identical copies (same SHA-256), keeping the first in scan order."""
+
+    rule: Literal["exact_duplicates"]
+    keep: Literal["first"] = "first"
+    removes_duplicates = True
+    codes = {"exact_duplicate": "the same bytes as a kept image"}
+
+    def apply(self, ctx: Context) -> Verdict:
+        n, t = ctx.n, ctx.table
+        sha = t.column("sha256")
+        valid = np.asarray(pc.is_valid(sha).to_numpy(zero_copy_only=False))
+        candidates = np.flatnonzero(ctx.kept & valid)
+        bad = np.zeros(n, dtype=bool)
+        first_of = np.full(n, -1, dtype=np.int64)
+        if candidates.size:
+            codes = np.asarray(
+                pc.dictionary_encode(sha.take(pa.array(candidates))).combine_chunks().indices
+            )
+            _, first_pos, inverse = np.unique(codes, return_index=True, return_inverse=True)
+            first_rows = candidates[first_pos][inverse]
+            dup = first_rows != candidates
+            bad[candidates[dup]] = True
+            first_of[candidates] = first_rows
+        keys = ctx.text("key")
+        originals = ctx.none()
+        originals[bad] = keys[first_of[bad]]
+        why = reasons(n, bad, lambda r: f"exact duplicate of {originals[r]} (same sha256)")
+        groups = len(np.unique(first_of[bad])) if bad.any() else 0
+        return Verdict(
+            rejected=bad,
+            reasons=why,
+            codes="exact_duplicate",
+            duplicate_of=originals,
+            details={"groups": groups},
+        )
+
+
+@register
+class NearDuplicates(Rule):
+    """Reject images within ``max_distance`` bits of a kept image's perceptual hash (dHash or
+    pHash), keeping the largest (or first) of each group; never chains through copies."""
+
+    rule: Literal["near_duplicates"]
+    hash: Literal["dhash", "phash"] = "dhash"
+    max_distance: Annotated[int, Field(ge=0, le=HAMMING_MAX)] = 6
+    keep: Literal["largest", "first"] = "largest"
+    removes_duplicates = True
+    codes = {"near_duplicate": "a perceptual hash within max_distance of a kept image's"}
+
+    def apply(self, ctx: Context) -> Verdict:
+        n = ctx.n
+        column = ctx.table.column(self.hash)
+        valid = ctx.kept & np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False))
+        rows = np.flatnonzero(valid)
+        bad = np.zeros(n, dtype=bool)
+        why = ctx.none()
+        if rows.size < 2:
+            return Verdict(rejected=bad, details={"pairs": 0})
+        hashes = np.asarray(
+            column.take(pa.array(rows)).to_numpy(zero_copy_only=False), dtype=np.uint64
+        )
+        i, j, d = neardup.near_pairs(hashes, self.max_distance)
+        if self.keep == "largest":
+            pixels = (ctx.num("width", 0) * ctx.num("height", 0))[rows]
+            preference = np.lexsort((np.arange(rows.size), -pixels))
+        else:
+            preference = np.arange(rows.size)
+        dropped, dup_of, dist = neardup.greedy_keep(rows.size, i, j, d, preference.astype(np.int64))
+        keys = ctx.text("key")
+        originals = ctx.none()
+        label = "dHash" if self.hash == "dhash" else "pHash"
+        for local in np.flatnonzero(dropped).tolist():
+            row = rows[local]
+            bad[row] = True
+            originals[row] = keys[rows[dup_of[local]]]
+            why[row] = (
+                f"near duplicate of {originals[row]} ({label} distance {dist[local]} "
+                f"<= {self.max_distance})"
+            )
+        return Verdict(
+            rejected=bad,
+            reasons=why,
+            codes="near_duplicate",
+            duplicate_of=originals,
+            details={"pairs": len(i)},
+        )
+
+
+def keep_preference(ctx: Context, rows: IntArray, keep: str) -> Any:
+    """Local order of ``rows`` to keep first: human evidence, then largest (or first)."""
+    human = effective_origin(ctx.table)[rows] == "human"
+    pixels = (ctx.num("width", 0) * ctx.num("height", 0))[rows] if keep == "largest" else 0
+    return np.lexsort((np.arange(rows.size), -pixels * np.ones(rows.size), ~human))
+
+
+@register
+class SemanticDuplicates(Rule):
+    """Reject images whose embedding is at least ``threshold`` cosine-similar to a kept one's
+    (k-means blocks, exact within), keeping human evidence first, then the largest."""
+
+    rule: Literal["semantic_duplicates"]
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    """Cosine similarity of the embeddings at or above which two images are duplicates."""
+    keep: Literal["largest", "first"] = "largest"
+    clusters: Annotated[int, Field(ge=1)] | None = None
+    """k-means clusters searched within (default: one per 1,000 embedded images)."""
+    action: Literal["reject", "filter"] = "reject"
+    """reject: drop every duplicate; filter: drop the most similar first, only until the
+    policy's min_diversity thresholds hold."""
+    removes_duplicates = True
+    needs = frozenset({"vectors"})
+    codes = {
+        "semantic_duplicate": "an embedding near-identical to a kept image's",
+        "semantic_duplicates.unmeasurable": "the scan has no embeddings",
+    }
+
+    def apply(self, ctx: Context) -> Verdict:
+        from datagate.rules.diversity import MinDiversity
+
+        n = ctx.n
+        bad = np.zeros(n, dtype=bool)
+        why = ctx.none()
+        if ctx.vectors is None:
+            return Verdict(
+                rejected=bad,
+                passed=False,
+                code="semantic_duplicates.unmeasurable",
+                message=f"cannot be evaluated: {NO_VECTORS}",
+                details={"error": NO_VECTORS},
+            )
+        rows, x = ctx.vectors.subset(ctx.kept)
+        found = semantic.semantic_duplicates(
+            x,
+            self.threshold,
+            preference=keep_preference(ctx, rows, self.keep),
+            clusters=self.clusters,
+        )
+        local = np.flatnonzero(found.dropped)
+        details: dict[str, Any] = {"duplicates": int(local.size), "clusters": found.clusters}
+        if self.action == "filter":
+            # most similar first, only as many as the diversity floors need
+            local = local[np.argsort(-found.similarity[local], kind="stable")]
+            needed = 0
+            for target in ctx.policy.rules:
+                if isinstance(target, MinDiversity):
+                    count, _ = diversity.drop_until(x, local, target.metric, target.min, target.q)
+                    needed = max(needed, count)
+            local = local[:needed]
+            details["filtered"] = int(local.size)
+        keys = ctx.text("key")
+        originals = ctx.none()
+        for i in local.tolist():
+            row = rows[i]
+            bad[row] = True
+            originals[row] = keys[rows[found.duplicate_of[i]]]
+            why[row] = (
+                f"semantic duplicate of {originals[row]} (cosine {found.similarity[i]:.3f} "
+                f">= {self.threshold})"
+            )
+        return Verdict(
+            rejected=bad,
+            reasons=why,
+            codes="semantic_duplicate",
+            duplicate_of=originals,
+            details=details,
+        )
