@@ -15,7 +15,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo report-screenshot test test-all lint format bench bench-watermark clean
+.PHONY: help install browser demo report-screenshot test test-all lint format bench bench-watermark clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -30,7 +30,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[clip,watermark,demo,dev]'
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install datagate with its test and demo tools
+browser: ## Install Debian's headless Chromium (report screenshots and browser tests)
+	@command -v chromium >/dev/null || { \
+		command -v apt-get >/dev/null || { echo "install chromium with your package manager"; exit 2; }; \
+		apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
+	@command -v chromium >/dev/null && echo "chromium: $$(command -v chromium)"
+
+install: $(STAMP) browser ## Create .venv and install datagate with its test and demo tools, and Chromium
 
 demo: $(STAMP) ## Build example shards, scan them, enforce the default and a trusted-sources policy
 	$(PY) examples/make_demo_shards.py examples/shards
@@ -44,19 +51,18 @@ demo: $(STAMP) ## Build example shards, scan them, enforce the default and a tru
 	@echo; echo "Reports: examples/datagate-out/report.{md,html,json} and examples/datagate-out/trusted/"
 
 REPORT ?= examples/datagate-out/report.html
-report-screenshot: ## PNG of the demo's report.html in headless Chromium (run `make demo` first)
+report-screenshot: browser ## PNG of the demo's report.html in headless Chromium (run `make demo` first)
 	@test -f $(REPORT) || { echo "no $(REPORT): run 'make demo' first"; exit 2; }
-	@command -v chromium >/dev/null || apt-get install -y -q chromium
 	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 		--disable-background-networking --disable-component-update --disable-sync \
 		--user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=1280,2400 \
 		--screenshot=$(REPORT:.html=.png) file://$(abspath $(REPORT)) 2>/dev/null
 	@echo "screenshot: $(REPORT:.html=.png)"
 
-test: $(STAMP) ## Run the test suite (fast; no network, no GPU)
+test: $(STAMP) browser ## Run the test suite (fast; no network, no GPU)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP) ## Run every test, slow ones included
+test-all: $(STAMP) browser ## Run every test, slow ones included
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict

@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_precommit.py --images 10000
 
 Copies N of the scan benchmark's 512x512 JPEGs into a temporary data folder, runs
-``datagate precommit`` once (everything scanned, cache filled) and twice more with nothing
-changed (everything from the content cache), and reports wall time and peak RSS of each.
+``datagate precommit`` once (everything scanned, cache filled), twice more with nothing
+changed, and once after one new image was added to one folder of 1,000, and reports wall
+time and peak RSS of each.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ def main() -> None:
         )
         cmd = [sys.executable, "-m", "datagate", "precommit", "data"]
         results = []
-        for run in ("cold (cache empty)", "warm (nothing changed)", "warm again"):
+        runs = ("cold (cache empty)", "warm (nothing changed)", "warm again", "one new image")
+        for run in runs:
             import os
+
+            if run == "one new image":
+                shutil.copy(files[0], data / "000" / "new-copy-with-a-new-name.jpg")
+                with open(data / "000" / "new-copy-with-a-new-name.jpg", "ab") as fh:
+                    fh.write(b"new bytes")  # same picture, new content: computed once
 
             cwd = os.getcwd()
             os.chdir(repo)

@@ -31,8 +31,9 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
 
     def check(name: str, text: str) -> None:
         path = GOLDEN / name
-        if request.config.getoption("--update-golden") or not path.exists():
+        if request.config.getoption("--update-golden"):
             path.write_text(text, encoding="utf-8")
+        assert path.exists(), f"golden file {name} is missing: create it with --update-golden"
         assert text == path.read_text(encoding="utf-8"), f"{name} differs (--update-golden)"
 
     return check

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -192,3 +193,113 @@ def test_hook_embeds_when_the_policy_needs_it_and_reuses_cached_vectors(tmp_path
         np.testing.assert_array_equal(vector, by_key[key])
     rule = next(r for r in again.result.report["rules"] if r["rule"] == "min_diversity")
     assert rule["passed"] and "pixel-v1" in rule["message"]
+
+
+def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json less what differs between any two runs: when, how long, what was cached."""
+    drop = {"timing", "created_at"}
+    out = {k: v for k, v in meta.items() if k not in drop}
+    if "embedder" in out:
+        out["embedder"] = {
+            k: v for k, v in out["embedder"].items() if k not in ("computed", "cache", "cache_hits")
+        }
+    return out
+
+
+def _pixel_head() -> Any:
+    import numpy as np
+
+    from datagate.detect.train import train_head
+    from datagate.embed.models import PixelEmbedder
+
+    pixel = PixelEmbedder()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, pixel.dim)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    return train_head(
+        x, y, embedder=pixel.id, preprocessing=pixel.preprocessing.id, model="pixel"
+    ).head
+
+
+PARITY = {
+    "defaults": ({}, False, False),
+    "watermark-all": ({"watermark": "all"}, False, False),
+    "watermark-sample": ({"watermark": "sample:3"}, False, False),
+    "signals-subset": ({"signals": ("integrity", "hashes")}, False, False),
+    "pixel-embedder": ({}, True, False),
+    "detector-head": ({"watermark": "all"}, True, True),
+}
+
+
+@pytest.mark.parametrize("case", list(PARITY), ids=list(PARITY))
+def test_hook_rows_and_meta_equal_a_fresh_scan(tmp_path: Path, case: str) -> None:
+    """The hook is a configuration of the scan: same rows, vectors and meta.json, first run,
+    cached re-run, and after a change."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from datagate.embed.models import PixelEmbedder
+    from datagate.scanner.engine import scan
+
+    overrides, embeds, with_head = PARITY[case]
+    options = ScanOptions(**overrides)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        camera_photo(data / f"p{i}.jpg", i)
+    generated(data / "g.png", 7)
+    (data / "broken.jpg").write_bytes(b"not an image")
+    policy = parse_policy(
+        POLICY + ("  - rule: min_diversity\n    min: 0.0\n" if embeds else ""), "p"
+    )
+    head = _pixel_head() if with_head else None
+    embedder = PixelEmbedder() if embeds else None
+    state = tmp_path / ".datagate"
+
+    def compare(run: int) -> None:
+        fresh = tmp_path / f"fresh{run}"
+        scan([data], fresh, options, workers=1, embedder=embedder, head=head)
+        hooked = state / "scan"
+        for name in ("images.parquet", "embeddings.parquet"):
+            assert (fresh / name).exists() == (hooked / name).exists(), name
+            if (fresh / name).exists():
+                a, b = pq.read_table(hooked / name), pq.read_table(fresh / name)
+                assert a.schema.equals(b.schema, check_metadata=True), name
+                assert a.equals(b), f"{name} differs on run {run}"
+        a_meta = json.loads((hooked / "meta.json").read_text())
+        b_meta = json.loads((fresh / "meta.json").read_text())
+        assert _comparable(a_meta) == _comparable(b_meta)
+
+    hook = {"source": "p", "state_dir": state, "options": options, "workers": 1}
+    first = run_hook([data], policy, embedder=embedder, head=head, **hook)  # type: ignore[arg-type]
+    assert first.computed == 6
+    compare(1)
+    again = run_hook([data], policy, embedder=embedder, head=head, **hook)  # type: ignore[arg-type]
+    assert (again.cached, again.computed) == (6, 0)
+    compare(2)
+    camera_photo(data / "new.jpg", 11)
+    third = run_hook([data], policy, embedder=embedder, head=head, **hook)  # type: ignore[arg-type]
+    # sample:N checks N of all images: one more image changes which, so all are recomputed
+    resampled = options.watermark.startswith("sample:")
+    assert (third.cached, third.computed) == ((0, 7) if resampled else (6, 1))
+    compare(3)
+    if options.watermark == "all":
+        rate = json.loads((state / "scan" / "meta.json").read_text())["config"]["watermark_rate"]
+        assert rate == 1.0
+
+
+def test_hook_refuses_an_unknown_signal_as_an_input_error(tmp_path: Path) -> None:
+    from datagate.errors import InputError
+
+    (tmp_path / "d").mkdir()
+    camera_photo(tmp_path / "d" / "p.jpg", 1)
+    with pytest.raises(InputError, match="unknown signal"):
+        run_hook(
+            [tmp_path / "d"],
+            parse_policy(POLICY, "p"),
+            source="p",
+            state_dir=tmp_path / ".datagate",
+            options=ScanOptions(signals=("integrity", "nope")),
+            workers=1,
+        )

@@ -1,19 +1,19 @@
 """Judge: the rules registry, policies (YAML) and the engine that applies them to a scan.
 
 Each built-in rule lives with its config model, logic, docs and reason codes in one module
-(:mod:`.checks`, :mod:`.duplicates`, :mod:`.provenance`, :mod:`.human`, :mod:`.diversity`,
+(:mod:`.checks`, :mod:`.duplicates`, :mod:`.origin`, :mod:`.human`, :mod:`.diversity`,
 :mod:`.rejected`) and registers itself in :data:`RULES`. A new rule is one more module that
 subclasses :class:`Rule` and is decorated with :func:`register`.
 """
 
 from __future__ import annotations
 
-from datagate.rules import checks, diversity, duplicates, human, provenance, rejected
+from datagate.rules import checks, diversity, duplicates, human, origin, rejected
 from datagate.rules.base import RULES, Context, RowVectors, Rule, Verdict, register, unregister
 from datagate.rules.engine import Decision, RuleOutcome, apply_policy
 from datagate.rules.policy import Policy, default_rules_path, load_policy, parse_policy
 
-BUILTIN = (checks, duplicates, provenance, human, diversity, rejected)
+BUILTIN = (checks, duplicates, origin, human, diversity, rejected)
 
 __all__ = [
     "RULES",

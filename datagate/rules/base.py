@@ -13,18 +13,21 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from datagate.errors import ConfigError
 
 if typing.TYPE_CHECKING:
     from datagate.detect.head import Calibration
     from datagate.rules.policy import Policy
+
+#: A share in [0, 1] (rule keys such as ``min`` and ``max``).
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 ObjArray = np.ndarray[Any, np.dtype[np.object_]]
@@ -197,9 +200,16 @@ class Bound:
     limit: float
     limit_name: str
     value_format: str = ".3g"
+    #: the column is float32: compare at its precision, so a value stored from exactly the
+    #: limit (0.02 is 0.0199999996 in float32) is not outside it
+    float32: bool = False
 
     def failing(self) -> BoolArray:
-        return (self.values < self.limit) if self.op == "<" else (self.values > self.limit)
+        values: np.ndarray[Any, Any] = self.values
+        limit: np.floating[Any] = np.float64(self.limit)
+        if self.float32:
+            values, limit = values.astype(np.float32), np.float32(self.limit)
+        return (values < limit) if self.op == "<" else (values > limit)
 
     def describe(self, row: int) -> str:
         return (

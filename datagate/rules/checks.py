@@ -89,7 +89,7 @@ QUALITY_MEASURES = ("brightness", "contrast", "blur", "entropy", "aspect_ratio")
 
 
 @register
-class Quality(Rule):
+class QualityCheck(Rule):
     """Reject images whose brightness, contrast, blur (Laplacian variance), entropy or aspect
     ratio falls outside a ``{min, max}`` range."""
 
@@ -109,7 +109,7 @@ class Quality(Rule):
                 continue
             values = ctx.num(name)
             if limits.min is not None:
-                bounds.append(Bound(name, values, "<", limits.min, "min"))
+                bounds.append(Bound(name, values, "<", limits.min, "min", float32=True))
             if limits.max is not None:
-                bounds.append(Bound(name, values, ">", limits.max, "max"))
+                bounds.append(Bound(name, values, ">", limits.max, "max", float32=True))
         return bounds_verdict(ctx, bounds, "quality_out_of_bounds")

@@ -8,9 +8,8 @@ import numpy as np
 from pydantic import Field
 
 from datagate.measures import diversity, semantic
-from datagate.rules.base import NO_VECTORS, Context, Rule, Verdict, register
+from datagate.rules.base import NO_VECTORS, Context, Fraction, Rule, Verdict, register
 from datagate.rules.origin import effective_origin
-from datagate.rules.provenance import Fraction
 
 
 @register

@@ -119,8 +119,10 @@ def keep_preference(ctx: Context, rows: IntArray, keep: str) -> Any:
 
 @register
 class SemanticDuplicates(Rule):
-    """Reject images whose embedding is at least ``threshold`` cosine-similar to a kept one's
-    (k-means blocks, exact within), keeping human evidence first, then the largest."""
+    """Reject images whose embedding is at least ``threshold`` cosine-similar to an image
+    before them in the keep order (human evidence first, then the largest), SemDeDup-style
+    within k-means clusters: a chain of near copies is one group, and only its first image
+    is kept."""
 
     rule: Literal["semantic_duplicates"]
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95

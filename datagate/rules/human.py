@@ -7,9 +7,8 @@ from typing import Any, Literal
 import numpy as np
 
 from datagate.detect.prevalence import ShareModel
-from datagate.rules.base import BoolArray, Context, ObjArray, Rule, Verdict, register
+from datagate.rules.base import BoolArray, Context, Fraction, ObjArray, Rule, Verdict, register
 from datagate.rules.origin import effective_origin, origin_counts
-from datagate.rules.provenance import Fraction
 
 Strength = Literal["weak", "strong", "definitive"]
 _HOW = {"not_human": "counted as not human", "exclude": "excluded", "human": "counted as human"}

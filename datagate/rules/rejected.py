@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from datagate.rules.base import Context, Rule, Verdict, register
-from datagate.rules.provenance import Fraction
+from datagate.rules.base import Context, Fraction, Rule, Verdict, register
 
 
 @register

@@ -152,11 +152,6 @@ def scan(
             detector=head.id if head is not None else None,
         )
     stage = EmbedStage(embedder, store, batch_size, head) if embedder is not None else None
-    cache = None
-    if cache_rows and store is not None and store.usable:
-        cache = CacheRef(
-            str(store.directory), options.row_config(), stage.model_key if stage else None
-        )
     workers = workers if workers is not None else (os.cpu_count() or 1)
     progress = progress or NoProgress()
     out = out.resolve()
@@ -165,14 +160,19 @@ def scan(
     )
     parts_dir = out / PARTS_DIR
     parts_dir.mkdir(parents=True, exist_ok=True)
-    config_hash = options.config_hash()
     started = time.perf_counter()
 
     hints = [s.size_hint for s in found.shards]
     sampled = options.watermark.startswith("sample:")
     total = sum(_count_images(s) for s in found.shards) if sampled else 0
     options = replace(options, watermark_rate=watermark_rate(options.watermark, total))
+    config_hash = options.config_hash()
     progress.start(None if any(h is None for h in hints) else sum(h or 0 for h in hints))
+    cache = None
+    if cache_rows and store is not None and store.usable:
+        cache = CacheRef(
+            str(store.directory), options.row_config(), stage.model_key if stage else None
+        )
     plan: list[tuple[Shard, str]] = [(s, _shard_prefix(s, config_hash)) for s in found.shards]
     computed = resumed = rows_cached = rows_computed = 0
     window = max(2, 2 * workers)

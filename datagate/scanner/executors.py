@@ -43,7 +43,10 @@ def process_pool(workers: int) -> Executor:
         # forkserver: no fork of a process that runs threads (the progress bar); the server
         # imports the compute stack once, so workers start without paying for it again
         context: multiprocessing.context.BaseContext = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["datagate.scanner.compute"])
+        from datagate.scanner.signals import SIGNALS
+
+        plugins = sorted({cls.__module__ for cls in SIGNALS.values()})
+        context.set_forkserver_preload(["datagate.scanner.compute", *plugins])
     else:
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)

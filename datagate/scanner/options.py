@@ -40,7 +40,8 @@ class ScanOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     watermark: str = "off"  # off | all | sample:N
-    #: Derived at scan start from ``watermark`` and the dataset size; not part of the hash.
+    #: Derived at scan start from ``watermark`` and the dataset size (``sample:N`` checks a
+    #: content-chosen share of N / images; a new size changes which images are checked).
     watermark_rate: float = 0.0
     #: The embedder's id and its input preprocessing (None: no embeddings).
     embedder: str | None = None
@@ -50,7 +51,7 @@ class ScanOptions:
 
     def config_hash(self) -> str:
         payload = {
-            **{k: v for k, v in asdict(self).items() if k != "watermark_rate"},
+            **asdict(self),
             "schema_version": SCHEMA_VERSION,
             "signal_versions": signal_versions(self.signals),
         }
@@ -67,6 +68,7 @@ class ScanOptions:
             "max_bytes": self.max_bytes,
             "analysis_size": self.analysis_size,
             "watermark": self.watermark,
+            "watermark_rate": self.watermark_rate,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
