@@ -229,3 +229,18 @@ def bounds_verdict(ctx: Context, bounds: list[Bound], code: str) -> Verdict:
         return "; ".join(b.describe(row) for b, m in zip(bounds, masks) if m[row])
 
     return Verdict(rejected=bad, reasons=reasons(ctx.n, bad, reason), codes=code)
+
+
+def ceiling_verdict(
+    rule: Rule, share: float, limit: float, what: str, details: dict[str, Any] | None = None
+) -> Verdict:
+    """A dataset ceiling: pass while ``share`` <= ``limit``; codes ``<rule>.ok|exceeded``."""
+    passed = share <= limit
+    return Verdict(
+        passed=passed,
+        code=f"{rule.rule_name}.{'ok' if passed else 'exceeded'}",
+        value=share,
+        threshold=limit,
+        details=details or {},
+        message=f"{what} ({share:.1%}) {'<=' if passed else '>'} {limit:.0%}",
+    )

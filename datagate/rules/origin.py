@@ -19,6 +19,7 @@ from datagate.rules.base import (
     ObjArray,
     Rule,
     Verdict,
+    ceiling_verdict,
     reasons,
     register,
 )
@@ -185,15 +186,5 @@ class MaxUnknownOrigin(Rule):
         c = origin_counts(effective_origin(ctx.table), ctx.kept)
         total = int(ctx.kept.sum())
         share = c["unknown"] / total if total else 0.0
-        passed = share <= self.max
-        return Verdict(
-            passed=passed,
-            code=f"max_unknown_origin.{'ok' if passed else 'exceeded'}",
-            value=share,
-            threshold=self.max,
-            details=c,
-            message=(
-                f"unknown origin {c['unknown']:,} of {total:,} kept images ({share:.1%}) "
-                f"{'<=' if passed else '>'} {self.max:.0%}"
-            ),
-        )
+        what = f"unknown origin {c['unknown']:,} of {total:,} kept images"
+        return ceiling_verdict(self, share, self.max, what, c)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from datagate.rules.base import Context, Fraction, Rule, Verdict, register
+from datagate.rules.base import Context, Fraction, Rule, Verdict, ceiling_verdict, register
 
 
 @register
@@ -23,14 +23,4 @@ class MaxRejectedFraction(Rule):
         n = ctx.n
         rejected = n - int(ctx.kept.sum())
         share = rejected / n if n else 0.0
-        passed = share <= self.max
-        return Verdict(
-            passed=passed,
-            code=f"max_rejected_fraction.{'ok' if passed else 'exceeded'}",
-            value=share,
-            threshold=self.max,
-            message=(
-                f"rejected {rejected:,} of {n:,} images ({share:.1%}) "
-                f"{'<=' if passed else '>'} {self.max:.0%}"
-            ),
-        )
+        return ceiling_verdict(self, share, self.max, f"rejected {rejected:,} of {n:,} images")
