@@ -99,10 +99,12 @@ def enforce(
     out: PathLike | None = None,
     min_human: float | None = None,
     max_rejected_fraction: float | None = None,
+    reference: PathLike | None = None,
 ) -> EnforceResult:
     """Judge a scan folder with a policy (a rules file, a :class:`~datagate.rules.Policy`, or
     the default policy), as ``datagate enforce`` does: writes the manifests and reports and
-    returns the verdict (``.passed``), the report and the per-row decision."""
+    returns the verdict (``.passed``), the report and the per-row decision. ``reference``: a
+    scan folder of the preserved human baseline (the policy's ``reference:`` otherwise)."""
     from datagate.gate import enforce as run
     from datagate.rules import Policy, default_rules_path, load_policy
     from datagate.rules.policy import with_overrides
@@ -124,6 +126,7 @@ def enforce(
         source=source,
         out=Path(out) if out is not None else None,
         overrides=overrides,
+        reference=Path(reference) if reference is not None else None,
     )
 
 

@@ -151,6 +151,7 @@ class Report(TypedDict):
     composition: dict[str, Any]
     diversity: dict[str, Any]
     synthetic: dict[str, Any]
+    reference: NotRequired[dict[str, Any]]
     shards: list[ShardOutcome]
     sources: dict[str, int]
     policy: dict[str, Any]

@@ -16,6 +16,7 @@ from datagate.contract import (
     REPORT_HTML,
     REPORT_JSON,
     REPORT_MD,
+    Embeddings,
     Report,
     ScanMeta,
     load_embeddings,
@@ -24,13 +25,13 @@ from datagate.contract import (
     load_scan,
 )
 from datagate.detect.head import Calibration
-from datagate.errors import InputError
+from datagate.errors import ConfigError, InputError
 from datagate.io import write_json, write_table, write_text
 from datagate.report.build import build_report
 from datagate.report.gallery import QUALITY_KEYS, select_galleries
 from datagate.report.html import render_html
 from datagate.report.markdown import render_markdown
-from datagate.rules import Decision, RowVectors, apply_policy
+from datagate.rules import Decision, Reference, RowVectors, apply_policy
 from datagate.rules.policy import Policy, policy_digest
 
 
@@ -61,8 +62,12 @@ def enforce(
     source: str,
     out: Path | None = None,
     overrides: dict[str, Any] | None = None,
+    reference: Path | None = None,
 ) -> EnforceResult:
-    """Judge a scan folder: write the kept/rejected manifests and every report."""
+    """Judge a scan folder: write the kept/rejected manifests and every report.
+
+    ``reference`` (else the policy's ``reference:``) is a scan folder of the preserved human
+    baseline, for the reference rules and the report's reference section."""
     table, meta = load_scan(scan_dir)
     out = out if out is not None else default_out(scan_dir)
     embeddings = load_embeddings(scan_dir)
@@ -73,7 +78,10 @@ def enforce(
     )
     detector = meta.get("detector")
     calibration = Calibration(**detector["calibration"]) if detector else None
-    decision = apply_policy(table, policy, vectors, calibration)
+    baseline = load_reference(
+        reference or (Path(policy.reference) if policy.reference else None), embeddings
+    )
+    decision = apply_policy(table, policy, vectors, calibration, baseline)
     kept_mask = pa.array(decision.kept)
     kept = table.filter(kept_mask)
     rejected_idx = (~decision.kept).nonzero()[0]
@@ -109,10 +117,35 @@ def enforce(
         },
         outputs=outputs,
         vectors=vectors,
+        reference=baseline,
     )
     write_json(out / REPORT_JSON, report)
     write_reports(report, meta, out)
     return EnforceResult(report=report, decision=decision, out=out)
+
+
+def load_reference(path: Path | None, scan: Embeddings | None) -> Reference | None:
+    """A reference scan's embeddings, refused when its embedder is not the scan's."""
+    if path is None:
+        return None
+    if not path.is_dir():
+        raise InputError(f"{path}: reference scan not found (expected a scan folder)")
+    found = load_embeddings(path)
+    if found is None or not len(found.keys):
+        raise InputError(
+            f"{path}: the reference scan has no embeddings",
+            hint="scan the reference with the same --model as the dataset",
+        )
+    if scan is not None and (found.embedder, found.preprocessing) != (
+        scan.embedder,
+        scan.preprocessing,
+    ):
+        raise ConfigError(
+            f"{path}: reference embedded with {found.embedder} ({found.preprocessing}), "
+            f"the scan with {scan.embedder} ({scan.preprocessing}): the two cannot be compared",
+            hint="re-scan one of them with the other's --model",
+        )
+    return Reference(vectors=found.vectors, embedder=found.embedder, source=str(path))
 
 
 def write_reports(report: Report, scan_meta: ScanMeta | None, out: Path) -> None:

@@ -2,7 +2,8 @@
 
 Each file names its ``rule`` and lists ``cases``; a case gives ``rows`` (each overlays a
 valid base row: a decodable 512x512 JPEG with distinct hashes, key ``s/<index>``), the
-rule's ``config``, optionally ``vectors`` (one per row, null for none), ``before`` (rules
+rule's ``config``, optionally ``vectors`` (one per row, null for none), ``reference``
+(vectors of a reference set, for the reference rules), ``before`` (rules
 applied first) and ``calibration``, and expects ``kept`` (row indices), ``codes`` (row
 index -> reason code of each rejected row), optionally ``reasons`` (row index -> the exact
 reason a user reads) and ``rule_ids``, and, for dataset rules, ``outcome`` (``passed``,
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from datagate.rules import RULES, Policy, RowVectors, apply_policy
+from datagate.rules import RULES, Policy, Reference, RowVectors, apply_policy
 from datagate.scanner.defaults import DEFAULT_SIGNALS
 from datagate.scanner.schema import images_schema
 
@@ -99,9 +100,13 @@ def test_rule_case(case: dict[str, Any]) -> None:
         keys = [f"s/{i}" for i in present]
         vectors = RowVectors.align(table, keys, matrix.astype(np.float16), "test")
     calibration = Calibration(**case["calibration"]) if case.get("calibration") else None
+    reference = None
+    if case.get("reference") is not None:
+        ref = np.array(case["reference"], dtype=np.float32)
+        reference = Reference(ref / np.linalg.norm(ref, axis=1, keepdims=True), "test", "ref")
     rules = [*case.get("before", []), {"rule": case["rule"], **(case.get("config") or {})}]
     policy = Policy.validate_data({"rules": rules})
-    decision = apply_policy(table, policy, vectors, calibration)
+    decision = apply_policy(table, policy, vectors, calibration, reference)
     assert np.flatnonzero(decision.kept).tolist() == case["kept"]
     codes = {i: decision.reason_code[i] for i in np.flatnonzero(~decision.kept).tolist()}
     assert codes == {int(k): v for k, v in (case.get("codes") or {}).items()}

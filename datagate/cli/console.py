@@ -83,7 +83,16 @@ def scan_json(meta: ScanMeta, out_dir: str) -> dict[str, Any]:
 
 
 def enforce_json(report: Report) -> dict[str, Any]:
-    keys = ("verdict", "counts", "rules", "composition", "outputs", "policy", "datagate_version")
+    keys = (
+        "verdict",
+        "counts",
+        "rules",
+        "composition",
+        "reference",
+        "outputs",
+        "policy",
+        "datagate_version",
+    )
     return {k: v for k, v in report.items() if k in keys}
 
 

@@ -33,6 +33,16 @@ def enforce(
             help="Output folder (default: beside the scan: datagate-out/ for datagate-out/scan).",
         ),
     ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scan folder of a preserved human baseline (same --model): the report compares "
+            "the kept set with it (precision, recall, density, coverage, Fréchet distance) and "
+            "the min_coverage / min_recall / max_frechet rules judge it. Overrides the policy's "
+            "reference:.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
@@ -48,7 +58,9 @@ def enforce(
         if v is not None
     }
     policy = with_overrides(load_policy(path), **overrides)
-    result = run_enforce(scan_dir, policy, source=str(path), out=out, overrides=overrides)
+    result = run_enforce(
+        scan_dir, policy, source=str(path), out=out, overrides=overrides, reference=reference
+    )
     if json_output:
         console.print_json(console.enforce_json(result.report))
     elif not quiet:

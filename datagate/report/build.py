@@ -11,8 +11,10 @@ import pyarrow as pa
 from datagate import __version__
 from datagate.contract import REPORT_VERSION, Report, ScanMeta, ShardOutcome
 from datagate.measures import diversity
-from datagate.rules import Decision, RowVectors
+from datagate.measures.reference import DEFAULT_K
+from datagate.rules import Decision, Reference, RowVectors
 from datagate.rules.origin import effective_origin
+from datagate.rules.reference import shared_measures
 
 
 def shard_breakdown(table: pa.Table, decision: Decision) -> list[ShardOutcome]:
@@ -162,6 +164,29 @@ def diversity_report(
     }
 
 
+def reference_report(
+    decision: Decision, vectors: RowVectors | None, reference: Reference | None
+) -> dict[str, Any]:
+    """The scanned and the kept set against the reference scan (the preserved baseline):
+    precision, recall, density, coverage and Fréchet distance of the embeddings."""
+    if reference is None or vectors is None or len(vectors.rows) == 0:
+        why = "no reference scan" if reference is None else "the scan has no embeddings"
+        return {"measured": False, "why": why}
+    k = DEFAULT_K
+    out: dict[str, Any] = {
+        "measured": True,
+        "source": reference.source,
+        "embedder": reference.embedder,
+        "reference_images": len(reference.vectors),
+        "k": k,
+    }
+    everything = np.ones(len(decision.kept), dtype=bool)
+    for name, mask in (("scanned", everything), ("kept", decision.kept)):
+        found = shared_measures(decision.shared, vectors, reference, mask, k)
+        out[name] = None if found is None else found.as_dict()
+    return out
+
+
 def build_report(
     table: pa.Table,
     scan_meta: ScanMeta,
@@ -170,6 +195,7 @@ def build_report(
     policy: dict[str, Any],
     outputs: dict[str, str],
     vectors: RowVectors | None = None,
+    reference: Reference | None = None,
 ) -> Report:
     n = table.num_rows
     n_kept = int(decision.kept.sum())
@@ -190,6 +216,7 @@ def build_report(
         },
         "diversity": diversity_report(table, decision, vectors),
         "synthetic": synthetic_report(table, scan_meta, decision),
+        "reference": reference_report(decision, vectors, reference),
         "shards": shard_breakdown(table, decision),
         "sources": _counts(
             np.asarray(table.column("reader").to_numpy(zero_copy_only=False))[

@@ -122,6 +122,46 @@ def _synthetic_panel(syn: dict[str, Any]) -> str:
     )
 
 
+def _reference_panel(ref: dict[str, Any]) -> str:
+    """The scanned and kept set against the reference scan, as grouped bars per measure."""
+    if not ref.get("measured"):
+        return _not_measured(
+            "Against the reference",
+            "Not measured: no reference scan (datagate enforce --reference REF_SCAN, or "
+            "reference: in the policy).",
+        )
+    names = ("precision", "recall", "density", "coverage")
+    width, bar, gap = 420, 14, 26
+    rows = []
+    for i, name in enumerate(names):
+        y = 10 + i * (2 * bar + gap)
+        rows.append(f'<text x="0" y="{y + bar}" class="lbl">{name}</text>')
+        for j, (which, colour) in enumerate((("scanned", "var(--bar)"), ("kept", "var(--bar2)"))):
+            m = ref.get(which) or {}
+            value = float(m.get(name) or 0.0)
+            length = int(min(value, 1.5) / 1.5 * (width - 150))
+            top = y + j * bar
+            rows.append(
+                f'<rect x="90" y="{top}" width="{length}" height="{bar - 2}" fill="{colour}">'
+                f"<title>{which} {name} {value:.3f}</title></rect>"
+                f'<text x="{95 + length}" y="{top + bar - 3}" class="num">{value:.3f}</text>'
+            )
+    height = 10 + len(names) * (2 * bar + gap)
+    frechet = " · ".join(
+        f"{which} {float((ref.get(which) or {}).get('frechet') or 0.0):.4f}"
+        for which in ("scanned", "kept")
+    )
+    return (
+        '<div class="panel" id="reference"><h3>Against the reference</h3>'
+        f'<svg width="{width}" height="{height}" role="img" aria-label="reference measures">'
+        f"{''.join(rows)}</svg>"
+        f"<p>Fréchet distance: {escape(frechet)}. Bars: scanned (first), kept (second).</p>"
+        f'<p class="muted">{ref["reference_images"]:,} reference images from '
+        f"<code>{escape(str(ref['source']))}</code>, embedder "
+        f"<code>{escape(str(ref['embedder']))}</code>, k={ref['k']}</p></div>"
+    )
+
+
 def _diversity_panel(div: dict[str, Any]) -> str:
     if not div.get("measured"):
         return _not_measured(
@@ -225,6 +265,7 @@ def render_html(report: Report, galleries: dict[str, list[dict[str, Any]]]) -> s
             },
         ),
         _diversity_panel(report.get("diversity", {})),
+        _reference_panel(report.get("reference", {})),
         _synthetic_panel(report.get("synthetic", {})),
     ]
     scan = report.get("scan", {})

@@ -49,6 +49,7 @@ def render_markdown(report: Report) -> str:
     lines += _composition_markdown(report.get("composition", {}))
     lines += _diversity_markdown(report.get("diversity", {}))
     lines += _synthetic_markdown(report.get("synthetic", {}))
+    lines += _reference_markdown(report.get("reference", {}))
     lines += nutrition_label(report)
     shards = report["shards"]
     lines += [
@@ -98,6 +99,29 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
         lines += [
             f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."
         ]
+    return lines
+
+
+REFERENCE_MEASURES = ("precision", "recall", "density", "coverage", "frechet")
+
+
+def _reference_markdown(ref: dict[str, Any]) -> list[str]:
+    if not ref.get("measured"):
+        return []
+    lines = [
+        "",
+        "### Against the reference (preserved human baseline)",
+        "",
+        f"{ref['reference_images']:,} reference images, `{ref['embedder']}`, k={ref['k']}",
+        "",
+        "| set | " + " | ".join(REFERENCE_MEASURES) + " |",
+        "|---" * (len(REFERENCE_MEASURES) + 1) + "|",
+    ]
+    for name in ("scanned", "kept"):
+        m = ref.get(name)
+        if m:
+            values = " | ".join(f"{m[k]:.3f}" for k in REFERENCE_MEASURES)
+            lines.append(f"| {name} | {values} |")
     return lines
 
 

@@ -2,24 +2,34 @@
 
 Each built-in rule lives with its config model, logic, docs and reason codes in one module
 (:mod:`.checks`, :mod:`.duplicates`, :mod:`.origin`, :mod:`.human`, :mod:`.diversity`,
-:mod:`.rejected`) and registers itself in :data:`RULES`. A new rule is one more module that
-subclasses :class:`Rule` and is decorated with :func:`register`.
+:mod:`.reference`, :mod:`.rejected`) and registers itself in :data:`RULES`. A new rule is one
+more module that subclasses :class:`Rule` and is decorated with :func:`register`.
 """
 
 from __future__ import annotations
 
-from datagate.rules import checks, diversity, duplicates, human, origin, rejected
-from datagate.rules.base import RULES, Context, RowVectors, Rule, Verdict, register, unregister
+from datagate.rules import checks, diversity, duplicates, human, origin, reference, rejected
+from datagate.rules.base import (
+    RULES,
+    Context,
+    Reference,
+    RowVectors,
+    Rule,
+    Verdict,
+    register,
+    unregister,
+)
 from datagate.rules.engine import Decision, RuleOutcome, apply_policy
 from datagate.rules.policy import Policy, default_rules_path, load_policy, parse_policy
 
-BUILTIN = (checks, duplicates, origin, human, diversity, rejected)
+BUILTIN = (checks, duplicates, origin, human, diversity, reference, rejected)
 
 __all__ = [
     "RULES",
     "Context",
     "Decision",
     "Policy",
+    "Reference",
     "RowVectors",
     "Rule",
     "RuleOutcome",

@@ -34,7 +34,7 @@ ObjArray = np.ndarray[Any, np.dtype[np.object_]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 #: What a rule may need besides the scan table.
-Need = Literal["vectors", "calibration"]
+Need = Literal["vectors", "calibration", "reference"]
 
 NO_VECTORS = (
     "the scan has no embeddings (it ran with --model none, or before embeddings existed): "
@@ -67,15 +67,28 @@ class RowVectors:
         return self.rows[pick], self.vectors[pick]
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A frozen reference scan's embeddings (the preserved human baseline)."""
+
+    vectors: np.ndarray[Any, np.dtype[Any]]
+    embedder: str
+    source: str
+
+
 @dataclass
 class Context:
-    """What a rule sees: the scan table, the rows still kept, and what it declared it needs."""
+    """What a rule sees: the scan table, the rows still kept, and what it declared it needs.
+
+    ``shared`` holds what several rules (and the report) compute alike, once per run."""
 
     table: pa.Table
     kept: BoolArray
     policy: Policy
     vectors: RowVectors | None = None
     calibration: Calibration | None = None
+    reference: Reference | None = None
+    shared: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:

@@ -15,7 +15,15 @@ import numpy as np
 import pyarrow as pa
 
 from datagate.contract import RuleOutcomeInfo
-from datagate.rules.base import BoolArray, Context, ObjArray, RowVectors, Rule, Verdict
+from datagate.rules.base import (
+    BoolArray,
+    Context,
+    ObjArray,
+    Reference,
+    RowVectors,
+    Rule,
+    Verdict,
+)
 from datagate.rules.policy import Policy
 
 if TYPE_CHECKING:
@@ -61,6 +69,8 @@ class Decision:
     reason_code: ObjArray
     duplicate_of: ObjArray  # key of the kept original, for rows rejected as duplicates
     outcomes: list[RuleOutcome]
+    #: what rules computed once for the run (e.g. reference measures), for the report
+    shared: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -76,9 +86,11 @@ def apply_policy(
     policy: Policy,
     vectors: RowVectors | None = None,
     calibration: Calibration | None = None,
+    reference: Reference | None = None,
 ) -> Decision:
     """Judge a scan table. ``vectors``: its embeddings; ``calibration``: the calibration of
-    the detector head whose scores the table carries (from the scan's meta.json)."""
+    the detector head whose scores the table carries (from the scan's meta.json);
+    ``reference``: a reference scan's embeddings for the reference rules."""
     n = table.num_rows
     none = np.full(n, None, dtype=object)
     decision = Decision(
@@ -92,7 +104,9 @@ def apply_policy(
     ordered = [r for r in policy.rules if r.scope == "image"]
     ordered += [r for r in policy.rules if r.scope == "dataset"]
     for rule in ordered:
-        ctx = Context(table, decision.kept.copy(), policy, vectors, calibration)
+        ctx = Context(
+            table, decision.kept.copy(), policy, vectors, calibration, reference, decision.shared
+        )
         verdict = rule.apply(ctx)
         _check_code(rule, verdict)
         count = _reject(decision, rule, verdict)

@@ -31,6 +31,9 @@ class Policy(ConfigModel):
     version: Literal[1] = 1
     name: str | None = None
     description: str | None = None
+    reference: str | None = None
+    """A scan folder of the preserved human baseline for the reference rules (min_coverage,
+    min_recall, max_frechet); a relative path is relative to the rules file."""
     rules: list[SerializeAsAny[Rule]] = Field(default_factory=list)
 
     def image_rules(self) -> list[Rule]:
@@ -82,7 +85,10 @@ def load_policy(path: Path) -> Policy:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read rules file: {exc.strerror or exc}") from exc
-    return parse_policy(text, str(path))
+    policy = parse_policy(text, str(path))
+    if policy.reference is not None and not Path(policy.reference).is_absolute():
+        policy = policy.model_copy(update={"reference": str(path.parent / policy.reference)})
+    return policy
 
 
 def policy_digest(policy: Policy) -> str:
