@@ -100,11 +100,13 @@ def enforce(
     min_human: float | None = None,
     max_rejected_fraction: float | None = None,
     reference: PathLike | None = None,
+    overrides: PathLike | None = None,
 ) -> EnforceResult:
     """Judge a scan folder with a policy (a rules file, a :class:`~datagate.rules.Policy`, or
     the default policy), as ``datagate enforce`` does: writes the manifests and reports and
     returns the verdict (``.passed``), the report and the per-row decision. ``reference``: a
-    scan folder of the preserved human baseline (the policy's ``reference:`` otherwise)."""
+    scan folder of the preserved human baseline (the policy's ``reference:`` otherwise);
+    ``overrides``: an overrides file of reviewed decisions, applied before the rules."""
     from datagate.gate import enforce as run
     from datagate.rules import Policy, default_rules_path, load_policy
     from datagate.rules.policy import with_overrides
@@ -114,19 +116,23 @@ def enforce(
     else:
         path = Path(rules) if rules is not None else default_rules_path()
         policy, source = load_policy(path), str(path)
-    overrides: dict[str, Any] = {
+    from datagate.curation.overrides import read_overrides
+
+    decisions = read_overrides(Path(overrides)) if overrides is not None else None
+    flags: dict[str, Any] = {
         k: v
         for k, v in {"min_human": min_human, "max_rejected_fraction": max_rejected_fraction}.items()
         if v is not None
     }
-    policy = with_overrides(policy, **overrides)
+    policy = with_overrides(policy, **flags)
     return run(
         Path(scan_dir),
         policy,
         source=source,
         out=Path(out) if out is not None else None,
-        overrides=overrides,
+        overrides=flags,
         reference=Path(reference) if reference is not None else None,
+        decisions=decisions,
     )
 
 

@@ -152,6 +152,7 @@ class Report(TypedDict):
     diversity: dict[str, Any]
     synthetic: dict[str, Any]
     reference: NotRequired[dict[str, Any]]
+    overrides: NotRequired[dict[str, Any]]
     shards: list[ShardOutcome]
     sources: dict[str, int]
     policy: dict[str, Any]

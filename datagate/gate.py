@@ -24,6 +24,8 @@ from datagate.contract import (
     load_report,
     load_scan,
 )
+from datagate.curation.apply import REVIEW_REJECT, REVIEW_RULE, apply_decisions
+from datagate.curation.overrides import Overrides, summary
 from datagate.detect.head import Calibration
 from datagate.errors import ConfigError, InputError
 from datagate.io import write_json, write_table, write_text
@@ -63,8 +65,11 @@ def enforce(
     out: Path | None = None,
     overrides: dict[str, Any] | None = None,
     reference: Path | None = None,
+    decisions: Overrides | None = None,
 ) -> EnforceResult:
     """Judge a scan folder: write the kept/rejected manifests and every report.
+
+    ``decisions``: reviewed overrides (an overrides file), applied before the rules.
 
     ``reference`` (else the policy's ``reference:``) is a scan folder of the preserved human
     baseline, for the reference rules and the report's reference section."""
@@ -81,7 +86,21 @@ def enforce(
     baseline = load_reference(
         reference or (Path(policy.reference) if policy.reference else None), embeddings
     )
-    decision = apply_policy(table, policy, vectors, calibration, baseline)
+    reviewed = apply_decisions(table, decisions or Overrides(), policy.review_strength)
+    table = reviewed.table
+    decision = apply_policy(
+        table,
+        policy,
+        vectors,
+        calibration,
+        baseline,
+        exempt=reviewed.keep,
+        prejudged=(reviewed.reject, reviewed.reasons, REVIEW_RULE, REVIEW_REJECT),
+    )
+    if decisions is not None and len(decisions):
+        table = table.append_column(
+            pa.field("override", pa.string()), pa.array(reviewed.decision.tolist(), pa.string())
+        )
     kept_mask = pa.array(decision.kept)
     kept = table.filter(kept_mask)
     rejected_idx = (~decision.kept).nonzero()[0]
@@ -119,6 +138,8 @@ def enforce(
         vectors=vectors,
         reference=baseline,
     )
+    if decisions is not None:
+        report["overrides"] = summary(decisions, reviewed.counts)
     write_json(out / REPORT_JSON, report)
     write_reports(report, meta, out)
     return EnforceResult(report=report, decision=decision, out=out)

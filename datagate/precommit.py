@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from datagate.curation.overrides import DEFAULT_FILE, read_overrides
 from datagate.gate import EnforceResult, enforce
 from datagate.rules import Policy
 from datagate.scanner.cache import Store
@@ -49,11 +50,13 @@ def run_hook(
     workers: int | None = None,
     embedder: Embedder | None = None,
     head: Head | None = None,
+    overrides: Path | None = None,
 ) -> HookRun:
     """Scan ``inputs`` into ``state_dir/scan`` through the row cache, then enforce ``policy``.
 
     ``embedder`` is used only when the policy has rules that need embeddings, or a detector
-    ``head`` is given (its scores feed the min_human estimate).
+    ``head`` is given (its scores feed the min_human estimate). ``overrides``: reviewed
+    decisions (default: the repository's ``datagate-overrides.jsonl`` when it exists).
     """
     started = time.perf_counter()
     store = Store(state_dir / "cache")
@@ -70,6 +73,9 @@ def run_hook(
         )
     finally:
         store.close()
-    result = enforce(state_dir / "scan", policy, source=source, out=state_dir)
+    if overrides is None and Path(DEFAULT_FILE).exists():
+        overrides = Path(DEFAULT_FILE)
+    decisions = read_overrides(overrides) if overrides is not None else None
+    result = enforce(state_dir / "scan", policy, source=source, out=state_dir, decisions=decisions)
     images, computed = done.meta["counts"]["images"], done.meta["timing"].get("rows_computed", 0)
     return HookRun(result, images, images - computed, computed, time.perf_counter() - started)

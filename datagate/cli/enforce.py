@@ -43,6 +43,15 @@ def enforce(
             show_default=False,
         ),
     ] = None,
+    overrides_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--overrides",
+            help="Reviewed decisions (JSON Lines by sha256: human, synthetic, keep, reject; "
+            "`datagate review` writes them), applied before the rules.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
@@ -58,8 +67,17 @@ def enforce(
         if v is not None
     }
     policy = with_overrides(load_policy(path), **overrides)
+    from datagate.curation.overrides import read_overrides
+
+    decisions = read_overrides(overrides_file) if overrides_file is not None else None
     result = run_enforce(
-        scan_dir, policy, source=str(path), out=out, overrides=overrides, reference=reference
+        scan_dir,
+        policy,
+        source=str(path),
+        out=out,
+        overrides=overrides,
+        reference=reference,
+        decisions=decisions,
     )
     if json_output:
         console.print_json(console.enforce_json(result.report))

@@ -38,6 +38,13 @@ def precommit(
     model: ModelOption = None,
     detector: DetectorOption = None,
     device: DeviceOption = "auto",
+    overrides: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reviewed decisions to apply (default: ./datagate-overrides.jsonl when present).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Gate a data repository (pre-commit hook): re-scan only new content, enforce the rules.
 
@@ -64,6 +71,7 @@ def precommit(
         workers=workers or (os.cpu_count() or 1),
         embedder=load_model(model, device) if needs_model else None,
         head=head,
+        overrides=overrides,
     )
     console.hook_summary(run.result.report, run.images, run.cached, run.computed, run.seconds)
     return ExitCode.OK if run.result.passed else ExitCode.GATE_FAILED

@@ -122,6 +122,18 @@ def _synthetic_panel(syn: dict[str, Any]) -> str:
     )
 
 
+def _overrides_panel(found: dict[str, Any] | None) -> str:
+    if not found:
+        return ""
+    applied = ", ".join(f"{escape(k)} {v:,}" for k, v in sorted(found["applied"].items()))
+    conflicts = len(found["conflicts"])
+    return (
+        '<div class="panel" id="overrides"><h3>Reviewed decisions</h3>'
+        f"<p>{found['decisions']:,} decisions; applied: {applied or 'none'}; "
+        f"{conflicts:,} images decided more than once (latest in force).</p></div>"
+    )
+
+
 def _reference_panel(ref: dict[str, Any]) -> str:
     """The scanned and kept set against the reference scan, as grouped bars per measure."""
     if not ref.get("measured"):
@@ -266,6 +278,7 @@ def render_html(report: Report, galleries: dict[str, list[dict[str, Any]]]) -> s
         ),
         _diversity_panel(report.get("diversity", {})),
         _reference_panel(report.get("reference", {})),
+        _overrides_panel(report.get("overrides")),
         _synthetic_panel(report.get("synthetic", {})),
     ]
     scan = report.get("scan", {})

@@ -50,6 +50,7 @@ def render_markdown(report: Report) -> str:
     lines += _diversity_markdown(report.get("diversity", {}))
     lines += _synthetic_markdown(report.get("synthetic", {}))
     lines += _reference_markdown(report.get("reference", {}))
+    lines += _overrides_markdown(report.get("overrides"))
     lines += nutrition_label(report)
     shards = report["shards"]
     lines += [
@@ -99,6 +100,24 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
         lines += [
             f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."
         ]
+    return lines
+
+
+def _overrides_markdown(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    applied = ", ".join(f"{k} {v:,}" for k, v in sorted(found["applied"].items())) or "none"
+    lines = [
+        "",
+        "### Reviewed decisions",
+        "",
+        f"{found['decisions']:,} decisions in the overrides file; applied to this scan: {applied}.",
+    ]
+    if found["conflicts"]:
+        lines.append(
+            f"{len(found['conflicts']):,} images were decided more than once (the latest "
+            "decision is in force; listed in report.json)."
+        )
     return lines
 
 

@@ -71,6 +71,8 @@ class Decision:
     outcomes: list[RuleOutcome]
     #: what rules computed once for the run (e.g. reference measures), for the report
     shared: dict[Any, Any] = field(default_factory=dict)
+    #: rows no rule may reject (a reviewer said keep)
+    exempt: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def passed(self) -> bool:
@@ -87,10 +89,15 @@ def apply_policy(
     vectors: RowVectors | None = None,
     calibration: Calibration | None = None,
     reference: Reference | None = None,
+    *,
+    exempt: BoolArray | None = None,
+    prejudged: tuple[BoolArray, ObjArray, str, str] | None = None,
 ) -> Decision:
     """Judge a scan table. ``vectors``: its embeddings; ``calibration``: the calibration of
     the detector head whose scores the table carries (from the scan's meta.json);
-    ``reference``: a reference scan's embeddings for the reference rules."""
+    ``reference``: a reference scan's embeddings for the reference rules. ``exempt`` rows
+    are never rejected (reviewed ``keep``); ``prejudged`` = (mask, reasons, rule id, reason
+    code) rejects rows before any rule runs (reviewed ``reject``)."""
     n = table.num_rows
     none = np.full(n, None, dtype=object)
     decision = Decision(
@@ -100,7 +107,13 @@ def apply_policy(
         reason_code=none.copy(),
         duplicate_of=none.copy(),
         outcomes=[],
+        exempt=exempt if exempt is not None else np.zeros(n, dtype=bool),
     )
+    if prejudged is not None:
+        mask, reasons, rule_id, code = prejudged
+        decision.kept[mask] = False
+        decision.rule_id[mask], decision.reason[mask] = rule_id, reasons[mask]
+        decision.reason_code[mask] = code
     ordered = [r for r in policy.rules if r.scope == "image"]
     ordered += [r for r in policy.rules if r.scope == "dataset"]
     for rule in ordered:
@@ -133,7 +146,7 @@ def _reject(decision: Decision, rule: Rule, verdict: Verdict) -> int:
     """Apply a verdict's rejections to the rows still kept; returns how many it rejected."""
     if verdict.rejected is None:
         return 0
-    newly = verdict.rejected & decision.kept
+    newly = verdict.rejected & decision.kept & ~decision.exempt
     if not newly.any():
         return 0
     decision.kept[newly] = False

@@ -31,6 +31,8 @@ class Policy(ConfigModel):
     version: Literal[1] = 1
     name: str | None = None
     description: str | None = None
+    review_strength: Literal["weak", "strong", "definitive"] = "strong"
+    """How much a reviewed origin (an overrides file's human / synthetic) weighs as evidence."""
     reference: str | None = None
     """A scan folder of the preserved human baseline for the reference rules (min_coverage,
     min_recall, max_frechet); a relative path is relative to the rules file."""
