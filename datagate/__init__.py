@@ -101,12 +101,14 @@ def enforce(
     max_rejected_fraction: float | None = None,
     reference: PathLike | None = None,
     overrides: PathLike | None = None,
+    reserves: Sequence[PathLike] = (),
 ) -> EnforceResult:
     """Judge a scan folder with a policy (a rules file, a :class:`~datagate.rules.Policy`, or
     the default policy), as ``datagate enforce`` does: writes the manifests and reports and
     returns the verdict (``.passed``), the report and the per-row decision. ``reference``: a
     scan folder of the preserved human baseline (the policy's ``reference:`` otherwise);
-    ``overrides``: an overrides file of reviewed decisions, applied before the rules."""
+    ``overrides``: an overrides file of reviewed decisions, applied before the rules;
+    ``reserves``: scan folders to top up from when a human-share or diversity floor fails."""
     from datagate.gate import enforce as run
     from datagate.rules import Policy, default_rules_path, load_policy
     from datagate.rules.policy import with_overrides
@@ -133,6 +135,7 @@ def enforce(
         overrides=flags,
         reference=Path(reference) if reference is not None else None,
         decisions=decisions,
+        reserves=[Path(r) for r in reserves],
     )
 
 

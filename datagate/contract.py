@@ -153,6 +153,7 @@ class Report(TypedDict):
     synthetic: dict[str, Any]
     reference: NotRequired[dict[str, Any]]
     overrides: NotRequired[dict[str, Any]]
+    top_up: NotRequired[dict[str, Any]]
     shards: list[ShardOutcome]
     sources: dict[str, int]
     policy: dict[str, Any]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -26,6 +27,7 @@ from datagate.contract import (
 )
 from datagate.curation.apply import REVIEW_REJECT, REVIEW_RULE, apply_decisions
 from datagate.curation.overrides import Overrides, summary
+from datagate.curation.topup import load_reserve, top_up
 from datagate.detect.head import Calibration
 from datagate.errors import ConfigError, InputError
 from datagate.io import write_json, write_table, write_text
@@ -66,10 +68,12 @@ def enforce(
     overrides: dict[str, Any] | None = None,
     reference: Path | None = None,
     decisions: Overrides | None = None,
+    reserves: list[Path] | None = None,
 ) -> EnforceResult:
     """Judge a scan folder: write the kept/rejected manifests and every report.
 
-    ``decisions``: reviewed overrides (an overrides file), applied before the rules.
+    ``decisions``: reviewed overrides (an overrides file), applied before the rules;
+    ``reserves``: scans to top up from when a human-share or diversity floor fails.
 
     ``reference`` (else the policy's ``reference:``) is a scan folder of the preserved human
     baseline, for the reference rules and the report's reference section."""
@@ -88,18 +92,39 @@ def enforce(
     )
     reviewed = apply_decisions(table, decisions or Overrides(), policy.review_strength)
     table = reviewed.table
+    exempt, override = reviewed.keep, reviewed.decision
+    prejudged = (reviewed.reject, reviewed.reasons, REVIEW_RULE, REVIEW_REJECT)
     decision = apply_policy(
-        table,
-        policy,
-        vectors,
-        calibration,
-        baseline,
-        exempt=reviewed.keep,
-        prejudged=(reviewed.reject, reviewed.reasons, REVIEW_RULE, REVIEW_REJECT),
+        table, policy, vectors, calibration, baseline, exempt=exempt, prejudged=prejudged
     )
+    topped = None
+    if reserves:
+        embedder = embeddings.embedder if embeddings is not None else None
+        pools = [load_reserve(path, table.schema, embedder) for path in reserves]
+        topped = top_up(table, decision, policy, embeddings, pools, calibration)
+        if topped.added.any():  # judge again with the added rows in (they are kept)
+            extra = int(topped.added.sum())
+            table, vectors = topped.table, topped.vectors
+            exempt = np.concatenate([exempt, np.ones(extra, dtype=bool)])
+            override = np.concatenate([override, np.full(extra, None, dtype=object)])
+            prejudged = (
+                np.concatenate([reviewed.reject, np.zeros(extra, dtype=bool)]),
+                np.concatenate([reviewed.reasons, np.full(extra, None, dtype=object)]),
+                REVIEW_RULE,
+                REVIEW_REJECT,
+            )
+            decision = apply_policy(
+                table, policy, vectors, calibration, baseline, exempt=exempt, prejudged=prejudged
+            )
+        table = table.append_column(
+            pa.field("source", pa.string()),
+            pa.array(np.where(topped.added, "reserve", "scan").tolist(), pa.string()),
+        ).append_column(
+            pa.field("added_for", pa.string()), pa.array(topped.added_for.tolist(), pa.string())
+        )
     if decisions is not None and len(decisions):
         table = table.append_column(
-            pa.field("override", pa.string()), pa.array(reviewed.decision.tolist(), pa.string())
+            pa.field("override", pa.string()), pa.array(override.tolist(), pa.string())
         )
     kept_mask = pa.array(decision.kept)
     kept = table.filter(kept_mask)
@@ -140,6 +165,14 @@ def enforce(
     )
     if decisions is not None:
         report["overrides"] = summary(decisions, reviewed.counts)
+    if topped is not None:
+        report["top_up"] = {
+            "reserves": [str(p) for p in reserves or []],
+            "candidates": topped.plan.candidates,
+            "reached": topped.plan.reached,
+            "added": topped.plan.by_rule,
+            "message": topped.plan.message,
+        }
     write_json(out / REPORT_JSON, report)
     write_reports(report, meta, out)
     return EnforceResult(report=report, decision=decision, out=out)

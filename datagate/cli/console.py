@@ -145,6 +145,9 @@ def scan_summary(meta: ScanMeta, out_dir: str) -> None:
 
 
 def enforce_summary(report: Report) -> None:
+    top_up = report.get("top_up")
+    if top_up:
+        out.print(f"top-up: {top_up['message']}", highlight=False, soft_wrap=True)
     table = Table(title=None, show_edge=False, header_style="bold")
     table.add_column("rule")
     table.add_column("scope")

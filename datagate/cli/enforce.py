@@ -52,6 +52,15 @@ def enforce(
             show_default=False,
         ),
     ] = None,
+    reserve: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Reserve scan (repeatable): when min_human or min_diversity fails, add the "
+            "fewest reserve images, judged by the same per-image rules, that make every floor "
+            "hold (nothing when they cannot).",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
@@ -78,6 +87,7 @@ def enforce(
         overrides=overrides,
         reference=reference,
         decisions=decisions,
+        reserves=reserve,
     )
     if json_output:
         console.print_json(console.enforce_json(result.report))

@@ -140,10 +140,13 @@ class Running:
             self.total += normalise(x[start : start + CHUNK_ROWS]).sum(axis=0, dtype=np.float64)
 
     def remove(self, rows: FloatArray) -> None:
+        self.add(rows, -1)
+
+    def add(self, rows: FloatArray, sign: int = 1) -> None:
         unit = normalise(rows).astype(np.float64)
-        self.outer -= unit.T @ unit
-        self.total -= unit.sum(axis=0)
-        self.count -= len(rows)
+        self.outer += sign * (unit.T @ unit)
+        self.total += sign * unit.sum(axis=0)
+        self.count += sign * len(rows)
 
     def value(self, metric: str = "index", q: float = 1.0) -> float:
         if metric == "mean_cosine_distance":
@@ -215,3 +218,57 @@ def _copy(running: Running) -> Running:
     clone.dim, clone.count = running.dim, running.count
     clone.outer, clone.total = running.outer.copy(), running.total.copy()
     return clone
+
+
+def add_until(
+    x: FloatArray,
+    candidates: FloatArray,
+    metric: str,
+    target: float,
+    q: float = 1.0,
+    steps: int = 100,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], float]:
+    """Add rows of ``candidates`` to ``x``, greedily, until ``metric >= target``.
+
+    Each step adds the candidates least explained by the current set — lowest
+    ``u^T (sum x x^T / n) u`` for a unit candidate u, i.e. pointing where the set has the
+    least variance, which raises the Vendi score most — a batch at a time (about ``steps``
+    batches), re-scoring after each; the last batch is bisected so that no more rows are
+    added than needed (one fewer misses the target). Cost per step is O(m d^2) for m
+    candidates, never n x n. Returns (the candidate rows added, in order; final value):
+    every candidate when the target is never reached.
+    """
+    running = Running(x) if len(x) else _empty(candidates.shape[1])
+    value = running.value(metric, q)
+    unit = normalise(candidates).astype(np.float64)
+    remaining = np.arange(len(candidates))
+    added: list[int] = []
+    step = max(1, math.ceil(len(candidates) / steps))
+    while value < target and remaining.size:
+        c = running.outer / max(running.count, 1)
+        scores = np.einsum("ij,jk,ik->i", unit[remaining], c, unit[remaining])
+        batch = remaining[np.argsort(scores, kind="stable")[:step]]
+        after = _copy(running)
+        after.add(candidates[batch])
+        after_value = after.value(metric, q)
+        if after_value >= target and len(batch) > 1:
+            lo, hi = 1, len(batch)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                trial = _copy(running)
+                trial.add(candidates[batch[:mid]])
+                if trial.value(metric, q) >= target:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            running.add(candidates[batch[:lo]])
+            added += batch[:lo].tolist()
+            return np.asarray(added, dtype=np.int64), running.value(metric, q)
+        running, value = after, after_value
+        added += batch.tolist()
+        remaining = np.setdiff1d(remaining, batch, assume_unique=True)
+    return np.asarray(added, dtype=np.int64), value
+
+
+def _empty(dim: int) -> Running:
+    return Running(np.zeros((0, dim), dtype=np.float32))

@@ -122,6 +122,16 @@ def _synthetic_panel(syn: dict[str, Any]) -> str:
     )
 
 
+def _top_up_panel(top_up: dict[str, Any] | None) -> str:
+    if not top_up:
+        return ""
+    return (
+        '<div class="panel" id="top-up"><h3>Top-up from reserve</h3>'
+        f"<p>{escape(top_up['message'])} ({top_up['candidates']:,} reserve images passed the "
+        "per-image rules).</p></div>"
+    )
+
+
 def _overrides_panel(found: dict[str, Any] | None) -> str:
     if not found:
         return ""
@@ -279,6 +289,7 @@ def render_html(report: Report, galleries: dict[str, list[dict[str, Any]]]) -> s
         _diversity_panel(report.get("diversity", {})),
         _reference_panel(report.get("reference", {})),
         _overrides_panel(report.get("overrides")),
+        _top_up_panel(report.get("top_up")),
         _synthetic_panel(report.get("synthetic", {})),
     ]
     scan = report.get("scan", {})

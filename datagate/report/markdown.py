@@ -51,6 +51,10 @@ def render_markdown(report: Report) -> str:
     lines += _synthetic_markdown(report.get("synthetic", {}))
     lines += _reference_markdown(report.get("reference", {}))
     lines += _overrides_markdown(report.get("overrides"))
+    top_up = report.get("top_up")
+    if top_up:
+        passed = f"{top_up['candidates']:,} reserve images passed the per-image rules"
+        lines += ["", "### Top-up from reserve", "", f"{top_up['message']} ({passed}).", ""]
     lines += nutrition_label(report)
     shards = report["shards"]
     lines += [
