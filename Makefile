@@ -39,8 +39,8 @@ browser: ## Install Debian's headless Chromium (report screenshots and browser t
 
 install: $(STAMP) browser ## Create .venv and install datagate with its test and demo tools, and Chromium
 
-demo: $(STAMP) ## Build example shards, scan them, enforce the default and a trusted-sources policy
-	$(PY) examples/make_demo_shards.py examples/shards
+demo: $(STAMP) ## Build example shards, scan them, enforce the default and a trusted-sources policy, top up from a reserve
+	$(PY) examples/make_demo_shards.py examples/shards --reserve examples/reserve
 	cd examples && $(DATAGATE) scan ./shards
 	@echo; echo "== datagate enforce --min-human 0.7 (default policy: unknown origin counts as not human)"
 	cd examples && { $(DATAGATE) enforce --min-human 0.7; rc=$$?; \
@@ -48,7 +48,10 @@ demo: $(STAMP) ## Build example shards, scan them, enforce the default and a tru
 		test $$rc -le 1; }
 	@echo; echo "== datagate enforce --rules trusted-sources.yaml (unknown origin counted as human)"
 	cd examples && $(DATAGATE) enforce --rules trusted-sources.yaml --out datagate-out/trusted
-	@echo; echo "Reports: examples/datagate-out/report.{md,html,json} and examples/datagate-out/trusted/"
+	@echo; echo "== datagate enforce --min-human 0.7 --reserve (top up from human-declared reserve photographs)"
+	cd examples && $(DATAGATE) scan ./reserve --out datagate-out/reserve-scan --quiet
+	cd examples && $(DATAGATE) enforce --min-human 0.7 --reserve datagate-out/reserve-scan --out datagate-out/topped-up
+	@echo; echo "Reports: examples/datagate-out/report.{md,html,json}, examples/datagate-out/trusted/, examples/datagate-out/topped-up/"
 
 REPORT ?= examples/datagate-out/report.html
 report-screenshot: browser ## PNG of the demo's report.html in headless Chromium (run `make demo` first)
@@ -84,6 +87,7 @@ bench: $(BENCH_STAMP) ## Scan, near-duplicate, pre-commit, diversity and embeddi
 	$(PY) benchmarks/bench_neardup.py --hashes 1000000
 	$(PY) benchmarks/bench_precommit.py --images 10000
 	$(PY) benchmarks/bench_diversity.py
+	$(PY) benchmarks/bench_reference.py
 	$(PY) benchmarks/bench_embed.py --models tiny ViT-B-32:random --images 2000
 	$(PY) benchmarks/bench_detect.py
 
@@ -91,4 +95,4 @@ bench-watermark: $(BENCH_STAMP) ## Watermark false positives on real photographs
 	$(PY) benchmarks/bench_watermark.py
 
 clean: ## Remove generated data and outputs (keeps .venv)
-	rm -rf examples/shards examples/datagate-out datagate-out benchmarks/out .pytest_cache
+	rm -rf examples/shards examples/reserve examples/datagate-out datagate-out benchmarks/out .pytest_cache

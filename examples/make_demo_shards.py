@@ -11,12 +11,16 @@ Writes, under the output folder (default ``examples/shards``):
   Hugging Face ``datasets`` writes, plus a caption column;
 * ``SOURCES.txt``        where the pictures come from (listed by the scan as skipped).
 
+With ``--reserve DIR``, also a reserve for the top-up (``datagate enforce --reserve``):
+``DIR/reserve-000000.tar``, other crops of the same photographs declared human in their
+sidecars, plus byte-identical copies of a few dataset images (which the top-up never adds).
+
 The set contains exact duplicates (byte-identical copies across shards), near duplicates
 (resized and re-encoded copies), degenerate images (tiny, near-black, flat) and broken files
 (truncated, empty, text named .jpg), so every per-image rule of the default policy fires.
 The same command always writes the same bytes.
 
-    python examples/make_demo_shards.py [OUT_DIR] [--per-source N]
+    python examples/make_demo_shards.py [OUT_DIR] [--per-source N] [--reserve DIR]
 """
 
 from __future__ import annotations
@@ -214,13 +218,37 @@ def build(out: Path, per_source: int) -> dict[str, int]:
     }
 
 
+def build_reserve(out: Path, dataset: Path, per_source: int) -> int:
+    """A WebDataset shard of human-declared photographs (new crops), plus copies of a few
+    of the dataset's images."""
+    rng = np.random.default_rng(SEED + 1)
+    out.mkdir(parents=True, exist_ok=True)
+    items = [
+        (f"{name}-r{k:02d}", encode(variant(photo, rng)))
+        for name, photo in source_photos().items()
+        for k in range(per_source)
+    ]
+    copies = sorted((dataset / "photos").glob("*.jpg"))[:3]
+    items += [(f"copy-{p.stem}", p.read_bytes()) for p in copies]
+    with tarfile.open(out / "reserve-000000.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, (key, data) in enumerate(items):
+            add_member(tar, f"{i:06d}.jpg", data)
+            meta = {"source": key.rsplit("-", 1)[0], "id": key, "origin": "human"}
+            add_member(tar, f"{i:06d}.json", json.dumps(meta, sort_keys=True).encode())
+    return len(items)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default="examples/shards", type=Path)
     parser.add_argument("--per-source", type=int, default=12)
+    parser.add_argument("--reserve", type=Path, help="also write a reserve shard here")
     args = parser.parse_args()
     counts = build(args.out, args.per_source)
     print(f"wrote demo shards to {args.out}: {json.dumps(counts)}")
+    if args.reserve is not None:
+        n = build_reserve(args.reserve, args.out, 3 * args.per_source)
+        print(f"wrote a reserve of {n} images to {args.reserve}")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 reserve images that make every floor hold.
 
 Reserve rows (other scans, e.g. an archive of verified human photographs) are judged by the
-same per-image rules as the dataset, after the kept set (duplicate rules keep the first, so
-copies of kept images are never added). Then, for each failing ``min_human`` floor, the
-fewest human-evidenced candidates (in reserve order) that reach it — found by bisection,
-so one fewer misses it — and for each failing ``min_diversity`` floor, candidates chosen
-greedily by their gain on the d x d statistics (:func:`datagate.measures.diversity.add_until`).
-If the reserve cannot make every floor hold, nothing is added.
+same per-image rules as the dataset, after the kept set; a reserve row that any duplicate
+rule pairs with a kept image (either way round) is never added. Then, for each failing
+``min_human`` floor, the fewest human-evidenced candidates (in reserve order) that reach
+it, found by bisection so that one fewer misses it; and for each failing ``min_diversity``
+floor, candidates chosen greedily by their gain on the d x d statistics
+(:func:`datagate.measures.diversity.add_until`). If the reserve cannot make every floor
+hold, nothing is added.
 """
 
 from __future__ import annotations
@@ -94,8 +95,12 @@ def plan(
         return found
     exempt = np.zeros(pool.num_rows, dtype=bool)
     exempt[:n_kept] = True
-    judged = apply_policy(pool, _candidate_policy(policy), pool_vectors, calibration, exempt=exempt)
-    candidate = judged.kept & ~exempt
+    judged = apply_policy(pool, _candidate_policy(policy), pool_vectors, calibration)
+    # a reserve row that a duplicate rule preferred over a kept image is a duplicate of it
+    displaced = ~judged.kept[:n_kept]
+    copies = {str(k) for k in judged.duplicate_of[:n_kept][displaced] if k is not None}
+    keys = np.asarray(pool.column("key").to_pylist(), dtype=object)
+    candidate = judged.kept & ~exempt & ~np.isin(keys, list(copies))
     found.candidates = int(candidate.sum())
     chosen = exempt.copy()  # the kept set, then what is added
     for floor in floors:
