@@ -13,6 +13,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+#: rows per Parquet row group: readers of a page of a large manifest (datagate review)
+#: decode only the groups that hold it
+ROW_GROUP = 65_536
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -46,4 +50,4 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_table(path: Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP)

@@ -6,9 +6,9 @@ command on :data:`datagate.cli.app.app`.
 
 from __future__ import annotations
 
-from datagate.cli import cache, detector, enforce, precommit, rules, scan
+from datagate.cli import cache, detector, enforce, precommit, review, rules, scan
 from datagate.cli.app import app, main, run
 
-COMMANDS = (scan, enforce, precommit, rules, detector, cache)
+COMMANDS = (scan, enforce, precommit, rules, detector, cache, review)
 
 __all__ = ["app", "main", "run"]
