@@ -15,7 +15,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo report-screenshot test test-all lint format bench bench-watermark clean
+.PHONY: help install browser demo collapse-demo report-screenshot test test-all lint format bench bench-watermark clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -52,6 +52,10 @@ demo: $(STAMP) ## Build example shards, scan them, enforce the default and a tru
 	cd examples && $(DATAGATE) scan ./reserve --out datagate-out/reserve-scan --quiet
 	cd examples && $(DATAGATE) enforce --min-human 0.7 --reserve datagate-out/reserve-scan --out datagate-out/topped-up
 	@echo; echo "Reports: examples/datagate-out/report.{md,html,json}, examples/datagate-out/trusted/, examples/datagate-out/topped-up/"
+
+collapse-demo: $(STAMP) ## Model collapse: a model retrained on its own samples, every generation scanned and gated (~2.5 min)
+	$(PY) examples/collapse/run.py --out examples/collapse/out
+	@echo; echo "Summary: examples/collapse/out/collapse.{md,html,png}; write-up: docs/collapse.md"
 
 REPORT ?= examples/datagate-out/report.html
 report-screenshot: browser ## PNG of the demo's report.html in headless Chromium (run `make demo` first)
@@ -95,4 +99,5 @@ bench-watermark: $(BENCH_STAMP) ## Watermark false positives on real photographs
 	$(PY) benchmarks/bench_watermark.py
 
 clean: ## Remove generated data and outputs (keeps .venv)
-	rm -rf examples/shards examples/reserve examples/datagate-out datagate-out benchmarks/out .pytest_cache
+	rm -rf examples/shards examples/reserve examples/datagate-out examples/collapse/out datagate-out \
+		benchmarks/out .pytest_cache
