@@ -29,6 +29,7 @@ from datagate.curation.apply import REVIEW_REJECT, REVIEW_RULE, apply_decisions
 from datagate.curation.overrides import Overrides, summary
 from datagate.curation.topup import load_reserve, top_up
 from datagate.detect.head import Calibration
+from datagate.embed.stacked import semantic_embeddings
 from datagate.errors import ConfigError, InputError
 from datagate.io import write_json, write_table, write_text
 from datagate.report.build import build_report
@@ -79,7 +80,7 @@ def enforce(
     baseline, for the reference rules and the report's reference section."""
     table, meta = load_scan(scan_dir)
     out = out if out is not None else default_out(scan_dir)
-    embeddings = load_embeddings(scan_dir)
+    embeddings = semantic_embeddings(load_embeddings(scan_dir))
     vectors = (
         None
         if embeddings is None
@@ -184,7 +185,7 @@ def load_reference(path: Path | None, scan: Embeddings | None) -> Reference | No
         return None
     if not path.is_dir():
         raise InputError(f"{path}: reference scan not found (expected a scan folder)")
-    found = load_embeddings(path)
+    found = semantic_embeddings(load_embeddings(path))
     if found is None or not len(found.keys):
         raise InputError(
             f"{path}: the reference scan has no embeddings",

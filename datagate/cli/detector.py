@@ -133,10 +133,9 @@ def detector_train(
 def _with_model(head: Head, embedder: Embedder) -> Head:
     from dataclasses import replace
 
-    from datagate.embed.models import PixelEmbedder
+    from datagate.embed.models import spec_for
 
-    spec = "pixel" if embedder.id == PixelEmbedder.id else embedder.id.removeprefix("open_clip:")
-    return replace(head, model=spec)
+    return replace(head, model=spec_for(embedder.id))
 
 
 @detector_app.command("eval")
@@ -207,10 +206,17 @@ def detector_stability(
     from datagate.detect.labelled import read_labels
     from datagate.detect.stability import instability, prepared_images
     from datagate.detect.train import metrics
+    from datagate.embed.models import FeaturePreprocessing
 
     embedder = load_model(model or "auto", device)
     if embedder is None:
         raise DatagateError("the stability score needs embeddings: choose a --model")
+    if isinstance(embedder.preprocessing, FeaturePreprocessing):
+        raise DatagateError(
+            f"the stability score perturbs a model's input pixels; {embedder.id} is computed "
+            "from the decoded file",
+            hint="choose an image model: --model pixel, tiny or NAME:TAG",
+        )
     wanted: dict[str, int] = {}
     inputs: list[Path] = []
     for group, label in ((real or [], 0), (synthetic or [], 1)):

@@ -30,7 +30,9 @@ ModelOption = Annotated[
         help="Embedder for diversity and semantic duplicates (env DATAGATE_MODEL): auto "
         "(ViT-B-32:laion2b_s34b_b79k if its weights are available, else pixel, with a "
         "warning), an open_clip NAME:TAG, hf-hub:ORG/REPO, local-dir:PATH, pixel (weight-free), "
-        "tiny (seeded test model), or none.",
+        "tiny (seeded test model), forensic (weight-free forensic features for detector "
+        "heads), forensic+SPEC (those stacked with a model, e.g. forensic+ViT-B-32:openai), "
+        "or none.",
         show_default="auto",
     ),
 ]

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from datagate.contract import load_embeddings, load_scan
+from datagate.embed.stacked import semantic_embeddings
 from datagate.errors import ConfigError, InputError
 from datagate.measures.diversity import add_until
 from datagate.rules import Context, Policy, RowVectors, apply_policy
@@ -189,7 +190,7 @@ def load_reserve(path: Path, schema: pa.Schema, embedder: str | None) -> Reserve
         columns[index] = pa.array(prefixed, pa.string())
     table = pa.Table.from_arrays(columns, schema=schema)
     vectors = None
-    found = load_embeddings(path)
+    found = semantic_embeddings(load_embeddings(path))
     if found is not None and embedder is not None:
         if found.embedder != embedder:
             raise ConfigError(

@@ -12,6 +12,11 @@ An embedder is chosen by a spec string (``--model`` or ``DATAGATE_MODEL``):
 ``local-dir:PATH``          a folder with ``open_clip_config.json`` and the weights
 ``tiny``                    a tiny open_clip config with seeded random weights (tests)
 ``pixel``                   weight-free, deterministic pixel statistics (:class:`PixelEmbedder`)
+``forensic``                weight-free forensic features (spectral peaks, noise residuals,
+                            JPEG traces, output geometry; :mod:`datagate.embed.forensic`)
+``forensic+SPEC``           the forensic features stacked with any pixel-input embedder above
+                            (``forensic+ViT-B-32:openai``, ``forensic+pixel``;
+                            :mod:`datagate.embed.stacked`), for a head that uses both
 ``none``                    no embeddings
 ==========================  ===============================================================
 
@@ -19,6 +24,10 @@ Work is split so that the scan's worker processes do all per-image work: they de
 :func:`prepare` each image to the embedder's input size as uint8 pixels (no torch). The
 main process stacks a batch and calls :meth:`Embedder.embed`, which normalises and runs the
 model on the whole batch on the chosen device. Embeddings are returned L2-normalised.
+Feature embedders (``forensic``) need more than resized pixels: their preprocessing is a
+:class:`FeaturePreprocessing`, and the workers compute the features themselves from the
+decoded sample and the file bytes (:func:`prepare_input`); the main process only
+standardises them.
 
 Only this module imports torch and open_clip, lazily, so ``enforce`` and ``--help`` stay fast.
 """
@@ -31,7 +40,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +51,8 @@ from datagate.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
+
+    from datagate.scanner.decode import Decoded
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 #: Where open_clip fetches DEFAULT_MODEL's weights (a test keeps this in step with open_clip),
@@ -79,6 +90,33 @@ class Preprocessing:
         return f"{self.resize_mode}{self.size}-{self.interpolation}-{_digest(text)[:8]}"
 
 
+@dataclass(frozen=True)
+class FeaturePreprocessing(Preprocessing):
+    """An input computed in the scan's workers from the decoded sample, not only resized pixels.
+
+    ``features`` names a feature set (``forensic-v1``) whose raw float32 values the worker
+    computes from the analysis image and the file bytes; ``digest`` fingerprints the set's
+    definition (its feature list and constants), so the cache key changes with it. With
+    ``pixels``, the worker also prepares the image as the inherited :class:`Preprocessing`
+    fields say, for a model stacked behind the features. The worker hands the main process one
+    uint8 array per image: the features' little-endian float32 bytes, then the flattened
+    pixels when ``pixels`` is set.
+    """
+
+    features: str = ""
+    digest: str = ""
+    pixels: bool = False
+
+    def pixel_part(self) -> Preprocessing:
+        """The plain preprocessing of the stacked model's pixels."""
+        return Preprocessing(**{f.name: getattr(self, f.name) for f in fields(Preprocessing)})
+
+    @property
+    def id(self) -> str:
+        own = f"{self.features}-{self.digest[:8]}"
+        return f"{own}+{self.pixel_part().id}" if self.pixels else own
+
+
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -108,8 +146,42 @@ def prepare(image: Image.Image, prep: Preprocessing) -> Pixels:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def prepare_input(decoded: Decoded, data: bytes | None, prep: Preprocessing) -> Pixels:
+    """One image's embedder input, computed in a scan worker from its one decode.
+
+    A plain :class:`Preprocessing` gives :func:`prepare`'s pixels, unchanged; a
+    :class:`FeaturePreprocessing` gives the feature set's float32 values as bytes, followed by
+    the prepared pixels (flattened) when the features are stacked with a model.
+    """
+    if not isinstance(prep, FeaturePreprocessing):
+        return prepare(decoded.image, prep)
+    values = feature_set(prep.features)(decoded, data)
+    raw = np.ascontiguousarray(values, dtype="<f4").view(np.uint8)
+    if not prep.pixels:
+        return raw
+    return np.concatenate([raw, prepare(decoded.image, prep.pixel_part()).ravel()])
+
+
+def feature_set(name: str) -> Any:
+    """The worker-side function computing a feature set's raw values (a registry as data)."""
+    from datagate.embed import forensic
+
+    sets = {forensic.VERSION: forensic.compute}
+    if name not in sets:
+        raise ConfigError(
+            f"feature set {name!r} is not computed by this datagate (it computes "
+            f"{', '.join(sets)})",
+            hint="rescan and retrain with this version's --model forensic",
+        )
+    return sets[name]
+
+
 class Embedder(Protocol):
-    """Turns a batch of prepared uint8 pixels (n, size, size, 3) into unit vectors (n, dim)."""
+    """Turns a batch of prepared inputs into unit vectors (n, dim).
+
+    The input of one image is what :func:`prepare_input` makes in the workers: uint8 pixels
+    (size, size, 3) for models, or the feature bytes of a :class:`FeaturePreprocessing`.
+    """
 
     #: Identifies the weights: two embedders with the same id give the same vectors.
     id: str
@@ -448,6 +520,25 @@ def load_embedder(spec: str, *, device: str = "auto", precision: str = "auto") -
         return Choice(None)
     if spec in ("pixel", PixelEmbedder.id):
         return Choice(PixelEmbedder())
+    if spec in FORENSIC_SPECS:
+        from datagate.embed.forensic import ForensicEmbedder
+
+        return Choice(ForensicEmbedder(), warning=FORENSIC_NOTE)
+    head, plus, rest = spec.partition("+")
+    if plus and head in FORENSIC_SPECS:
+        return _stacked(rest, device=device, precision=precision)
+    if spec.endswith(tuple(f"+{name}" for name in FORENSIC_SPECS)):
+        raise ConfigError(
+            f"--model {spec}: the forensic features come first in a stack",
+            hint=f"--model forensic+{spec.rpartition('+')[0]}",
+        )
+    if spec.startswith("forensic"):
+        from datagate.embed.forensic import VERSION
+
+        raise ConfigError(
+            f"--model {spec}: this datagate computes the forensic features {VERSION}",
+            hint="use --model forensic (or forensic+SPEC), and retrain heads of another version",
+        )
     if spec == "auto":
         if not _clip_installed():
             return Choice(
@@ -467,6 +558,42 @@ def load_embedder(spec: str, *, device: str = "auto", precision: str = "auto") -
             hint="pip install 'datagate[clip]', or use --model pixel",
         )
     return Choice(OpenClipEmbedder(spec, device=device, precision=precision))
+
+
+#: Specs naming the forensic features: the short name and the current version's id.
+FORENSIC_SPECS = ("forensic", "forensic-v1")
+FORENSIC_NOTE = (
+    "--model forensic: these vectors describe how each file was made (spectrum, noise, JPEG "
+    "tables, size), not what it shows. They are for detector heads; diversity and "
+    "semantic_duplicates computed from them are meaningless (most pairs of images have a "
+    "cosine above 0.95). To scan with a detector and keep semantic measures, stack the "
+    "features with a model: --model forensic+SPEC."
+)
+
+
+def _stacked(rest: str, *, device: str, precision: str) -> Choice:
+    from datagate.embed.forensic import ForensicEmbedder
+    from datagate.embed.stacked import StackedEmbedder
+
+    if not rest or rest == "none":
+        raise ConfigError("--model forensic+SPEC needs a model after the '+' (e.g. forensic+pixel)")
+    inner = load_embedder(rest, device=device, precision=precision)
+    if inner.embedder is None:
+        raise ConfigError(f"--model forensic+{rest}: nothing to stack the features with")
+    return Choice(StackedEmbedder(ForensicEmbedder(), inner.embedder), warning=inner.warning)
+
+
+def spec_for(embedder_id: str) -> str:
+    """The ``--model`` spec that loads an embedder of this id again (a head's hint)."""
+    from datagate.embed.forensic import VERSION
+
+    if embedder_id == PixelEmbedder.id:
+        return "pixel"
+    if embedder_id == VERSION:
+        return "forensic"
+    if embedder_id.startswith(f"{VERSION}+"):
+        return f"forensic+{spec_for(embedder_id.removeprefix(f'{VERSION}+'))}"
+    return embedder_id.removeprefix("open_clip:")
 
 
 def _clip_installed() -> bool:

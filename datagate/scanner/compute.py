@@ -3,8 +3,9 @@
 :func:`compute_chunk` is what every executor runs (inline, a local process pool, Ray): it
 turns a list of records into rows, consulting the content-addressed row cache first when
 the scan has one, writes them as one Parquet part when given a path, and, when the scan
-embeds, hands back the images prepared to the model's input size so that the embedding
-stage only stacks them and runs the model.
+embeds, hands back each image's embedder input (the pixels prepared to the model's input
+size, or features a feature embedder computes here from the decoded sample and the file
+bytes) so that the embedding stage only stacks them and runs the model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from datagate.embed.models import prepare
+from datagate.embed.models import prepare_input
 from datagate.io import write_table
 from datagate.scanner.cache import content_key, worker_store
 from datagate.scanner.decode import Decoded, DecodeError, decode
@@ -105,7 +106,7 @@ class ChunkResult:
     """What a worker hands back for one chunk."""
 
     rows: int
-    #: key, SHA-256 digest and prepared pixels (None: its vector is cached) of each
+    #: key, SHA-256 digest and embedder input (None: its vector is cached) of each
     #: image the scan embeds
     keys: list[str] = field(default_factory=list)
     digests: list[bytes] = field(default_factory=list)
@@ -163,7 +164,14 @@ def compute_chunk(
         if key is not None:
             result.new_rows[key] = {k: v for k, v in done.row.items() if k not in _IDENTITY}
         if options.preprocessing is not None and done.decoded is not None and done.sha256:
-            prepared[i] = prepare(done.decoded.image, options.preprocessing)
+            try:
+                prepared[i] = prepare_input(done.decoded, done.data, options.preprocessing)
+            except Exception as exc:  # a feature bug loses the vector, never the row
+                note = f"embedder input failed: {type(exc).__name__}: {exc}"
+                done.row["error"] = (
+                    note if done.row["error"] is None else f"{done.row['error']}; {note}"
+                )
+                continue
             digest_of[i] = bytes.fromhex(done.sha256)
     for i, (key, hit) in cached.items():
         rows[i] = {**hit, **identity(records[i])}

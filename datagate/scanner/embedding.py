@@ -1,8 +1,9 @@
 """The scan's embedding stage: vectors by content from the cache, the model for the rest.
 
-Workers hand back images already prepared to the model's input size; this stage (in the
-process that holds the model) looks vectors up by image SHA-256 in the cache store, runs
-the model in batches on the rest, and, with a detector head, scores each vector in the
+Workers hand back each image's embedder input already computed (pixels prepared to the
+model's input size, or a feature embedder's features); this stage (in the process that
+holds the model) looks vectors up by image SHA-256 in the cache store, runs the embedder in
+batches on the rest, and, with a detector head, scores each vector in the
 same pass. The scores are merged into ``images.parquet`` by :func:`attach_scores`.
 """
 
