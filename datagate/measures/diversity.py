@@ -196,21 +196,29 @@ def drop_until(
         after.remove(x[batch])
         after_value = after.value(metric, q)
         if after_value >= target and len(batch) > 1:
-            # bisect for the shortest prefix of the batch that reaches the target
-            lo, hi = 1, len(batch)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                trial = _copy(running)
-                trial.remove(x[batch[:mid]])
-                if trial.value(metric, q) >= target:
-                    hi = mid
-                else:
-                    lo = mid + 1
+            lo = _shortest_prefix(running, x[batch], -1, metric, target, q)
             running.remove(x[batch[:lo]])
             return dropped + lo, running.value(metric, q)
         running, value = after, after_value
         dropped += len(batch)
     return dropped, value
+
+
+def _shortest_prefix(
+    running: Running, rows: FloatArray, sign: int, metric: str, target: float, q: float
+) -> int:
+    """The fewest leading ``rows`` whose addition (sign 1) or removal (-1) reaches ``target``
+    (bisection; the whole of ``rows`` is known to reach it)."""
+    lo, hi = 1, len(rows)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        trial = _copy(running)
+        trial.add(rows[:mid], sign)
+        if trial.value(metric, q) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _copy(running: Running) -> Running:
@@ -252,15 +260,7 @@ def add_until(
         after.add(candidates[batch])
         after_value = after.value(metric, q)
         if after_value >= target and len(batch) > 1:
-            lo, hi = 1, len(batch)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                trial = _copy(running)
-                trial.add(candidates[batch[:mid]])
-                if trial.value(metric, q) >= target:
-                    hi = mid
-                else:
-                    lo = mid + 1
+            lo = _shortest_prefix(running, candidates[batch], 1, metric, target, q)
             running.add(candidates[batch[:lo]])
             added += batch[:lo].tolist()
             return np.asarray(added, dtype=np.int64), running.value(metric, q)
