@@ -16,9 +16,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from datagate.scanner.defaults import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_SCAN_DIR,
+    DEFAULT_SIGNALS,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -26,7 +34,7 @@ if TYPE_CHECKING:
     from datagate.contract import ScanMeta
     from datagate.gate import EnforceResult
     from datagate.rules import Policy
-    from datagate.scanner.engine import ScanResult
+    from datagate.scanner.engine import Progress, ScanResult
 
 __version__ = "0.1.0"
 
@@ -37,54 +45,75 @@ PathLike = str | os.PathLike[str]
 
 def scan(
     inputs: PathLike | Sequence[PathLike],
-    out: PathLike = "datagate-out/scan",
+    out: PathLike = DEFAULT_SCAN_DIR,
     *,
     signals: Sequence[str] | None = None,
     watermark: str = "off",
-    model: str | None = "auto",
+    model: str | None = None,
     detector: PathLike | None = None,
     device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 0,
     workers: int | None = None,
     cache_dir: PathLike | None = None,
     cache_rows: bool = False,
     image_column: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> ScanResult:
     """Scan images into ``out`` (``images.parquet``, ``embeddings.parquet``, ``meta.json``),
     as ``datagate scan`` does; resumes an interrupted scan of the same inputs.
 
     ``model``: an embedder spec (``auto``, ``pixel``, ``ViT-B-32:openai``, ``local-dir:PATH``,
-    ``none``...); a fallback (e.g. ``auto`` offline) is reported with :mod:`warnings`.
+    ``none``...; default ``$DATAGATE_MODEL``, else the detector head's, else ``auto``).
+    Fallbacks (e.g. ``auto`` offline) and cache problems go to ``warn`` (default:
+    :mod:`warnings`). ``batch_size`` 0 means 256 on a GPU, 64 on the CPU.
     """
     from datagate.detect.head import load_head
-    from datagate.embed.models import load_embedder, model_spec
+    from datagate.embed.models import MODEL_ENV, load_embedder, model_spec
     from datagate.scanner.cache import Store
-    from datagate.scanner.defaults import DEFAULT_SIGNALS
     from datagate.scanner.engine import scan as run
     from datagate.scanner.options import ScanOptions, parse_signals
 
+    say = warn if warn is not None else _warn
     paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
-    names = parse_signals(",".join(signals)) if signals is not None else DEFAULT_SIGNALS
-    options = ScanOptions(signals=names, image_column=image_column, watermark=watermark)
+    options = ScanOptions(
+        signals=parse_signals(",".join(signals)) if signals is not None else DEFAULT_SIGNALS,
+        image_column=image_column,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+        chunk_size=chunk_size,
+        watermark=watermark,
+    )
+    options.check()  # before a model is loaded
     head = load_head(Path(detector)) if detector is not None else None
-    if head is not None and model == "auto":
-        model = head.model or head.embedder.removeprefix("open_clip:")
-    choice = load_embedder(model_spec(model), device=device)
+    if head is not None and model is None and not os.environ.get(MODEL_ENV):
+        model = head.model_spec
+    choice = load_embedder(model_spec(model), device=device, precision=precision)
     if choice.warning:
-        warnings.warn(choice.warning, stacklevel=2)
+        say(choice.warning)
+    embedder = choice.embedder
     store = None
-    if choice.embedder is not None or cache_rows:
+    if embedder is not None or cache_rows:
         store = Store(Path(cache_dir) if cache_dir is not None else None)
         if store.error:
-            warnings.warn(store.error, stacklevel=2)
+            say(store.error)
+    if not batch_size:
+        batch_size = 256 if embedder is not None and embedder.device.startswith("cuda") else 64
     try:
         return run(
             paths,
             Path(out),
             options,
             workers=workers,
-            embedder=choice.embedder,
+            progress=progress,
+            embedder=embedder,
             store=store,
             cache_rows=cache_rows,
+            batch_size=batch_size,
             head=head,
         )
     finally:
@@ -92,8 +121,12 @@ def scan(
             store.close()
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
 def enforce(
-    scan_dir: PathLike = "datagate-out/scan",
+    scan_dir: PathLike = DEFAULT_SCAN_DIR,
     rules: PathLike | Policy | None = None,
     *,
     out: PathLike | None = None,
@@ -109,6 +142,7 @@ def enforce(
     scan folder of the preserved human baseline (the policy's ``reference:`` otherwise);
     ``overrides``: an overrides file of reviewed decisions, applied before the rules;
     ``reserves``: scan folders to top up from when a human-share or diversity floor fails."""
+    from datagate.curation.overrides import read_overrides
     from datagate.gate import enforce as run
     from datagate.rules import Policy, default_rules_path, load_policy
     from datagate.rules.policy import with_overrides
@@ -118,8 +152,6 @@ def enforce(
     else:
         path = Path(rules) if rules is not None else default_rules_path()
         policy, source = load_policy(path), str(path)
-    from datagate.curation.overrides import read_overrides
-
     decisions = read_overrides(Path(overrides)) if overrides is not None else None
     flags: dict[str, Any] = {
         k: v
@@ -139,7 +171,7 @@ def enforce(
     )
 
 
-def load_scan(scan_dir: PathLike = "datagate-out/scan") -> tuple[pa.Table, ScanMeta]:
+def load_scan(scan_dir: PathLike = DEFAULT_SCAN_DIR) -> tuple[pa.Table, ScanMeta]:
     """A scan folder's table (pyarrow) and its ``meta.json``, validated."""
     from datagate.contract import load_scan as load
 

@@ -17,7 +17,6 @@ from datagate.cli.options import (
     PathsOption,
     QuietOption,
     WorkersOption,
-    head_model,
     load_model,
 )
 from datagate.errors import DatagateError, ExitCode
@@ -163,7 +162,7 @@ def detector_eval(
     from datagate.detect.train import metrics
 
     head = load_head(head_path)
-    spec = head_model(head)
+    spec = head.model_spec
     embedder, data = _labelled(spec, device, real, synthetic, labels, paths, workers, quiet)
     head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
     p = head.proba(data.vectors)

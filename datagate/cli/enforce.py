@@ -65,29 +65,18 @@ def enforce(
     quiet: QuietOption = False,
 ) -> int:
     """Apply rules to a scan: write kept/rejected manifests and reports; exit 1 on failure."""
+    import datagate
     from datagate.cli import console
-    from datagate.gate import enforce as run_enforce
-    from datagate.rules.policy import default_rules_path, load_policy, with_overrides
 
-    path = rules if rules is not None else default_rules_path()
-    overrides = {
-        k: v
-        for k, v in {"min_human": min_human, "max_rejected_fraction": max_rejected_fraction}.items()
-        if v is not None
-    }
-    policy = with_overrides(load_policy(path), **overrides)
-    from datagate.curation.overrides import read_overrides
-
-    decisions = read_overrides(overrides_file) if overrides_file is not None else None
-    result = run_enforce(
+    result = datagate.enforce(
         scan_dir,
-        policy,
-        source=str(path),
+        rules,
         out=out,
-        overrides=overrides,
+        min_human=min_human,
+        max_rejected_fraction=max_rejected_fraction,
         reference=reference,
-        decisions=decisions,
-        reserves=reserve,
+        overrides=overrides_file,
+        reserves=reserve or (),
     )
     if json_output:
         console.print_json(console.enforce_json(result.report))

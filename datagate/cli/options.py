@@ -83,19 +83,21 @@ def load_model(model: str | None, device: str, precision: str = "auto") -> Embed
     return choice.embedder
 
 
-def load_detector(path: Path | None) -> Head | None:
-    """The detector head from --detector or DATAGATE_DETECTOR (None when neither is set)."""
-
-    from datagate.detect.head import DETECTOR_ENV, load_head
+def detector_path(path: Path | None) -> Path | None:
+    """--detector, else DATAGATE_DETECTOR (None when neither is set)."""
+    from datagate.detect.head import DETECTOR_ENV
 
     if path is None and os.environ.get(DETECTOR_ENV):
-        path = Path(os.environ[DETECTOR_ENV])
-    return load_head(path) if path is not None else None
+        return Path(os.environ[DETECTOR_ENV])
+    return path
 
 
-def head_model(head: Head) -> str:
-    """The --model spec that reproduces the embeddings a head was trained on."""
-    return head.model or head.embedder.removeprefix("open_clip:")
+def load_detector(path: Path | None) -> Head | None:
+    """The detector head from --detector or DATAGATE_DETECTOR (None when neither is set)."""
+    from datagate.detect.head import load_head
+
+    found = detector_path(path)
+    return load_head(found) if found is not None else None
 
 
 CacheDirOption = Annotated[

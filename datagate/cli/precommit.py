@@ -13,7 +13,6 @@ from datagate.cli.options import (
     DeviceOption,
     ModelOption,
     RulesOption,
-    head_model,
     load_detector,
     load_model,
 )
@@ -61,7 +60,7 @@ def precommit(
     policy = load_policy(path)
     head = load_detector(detector)
     if head is not None and model is None and not os.environ.get(MODEL_ENV):
-        model = head_model(head)
+        model = head.model_spec
     needs_model = policy.needs("vectors") or head is not None
     run = run_hook(
         paths or [Path(".")],

@@ -15,9 +15,7 @@ from datagate.cli.options import (
     JsonOption,
     ModelOption,
     QuietOption,
-    head_model,
-    load_detector,
-    load_model,
+    detector_path,
 )
 from datagate.errors import ExitCode
 from datagate.scanner.defaults import (
@@ -101,49 +99,31 @@ def scan(
     """
     import os
 
+    import datagate
     from datagate.cli import console
-    from datagate.embed.models import MODEL_ENV
-    from datagate.scanner.cache import Store
-    from datagate.scanner.engine import scan as run_scan
-    from datagate.scanner.options import ScanOptions, parse_signals
+    from datagate.scanner.options import parse_signals
 
-    options = ScanOptions(
+    bar = console.ScanProgress(enabled=progress and not quiet and console.err.is_terminal)
+    result = datagate.scan(
+        paths,
+        out,
         signals=parse_signals(signals),
+        watermark=watermark,
+        model=model,
+        detector=detector_path(detector),
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        workers=workers or (os.cpu_count() or 1),
+        cache_dir=cache_dir,
+        cache_rows=cache_rows,
         image_column=image_column,
         max_pixels=max_pixels,
         max_bytes=max_bytes,
         chunk_size=chunk_size,
-        watermark=watermark,
+        progress=bar,
+        warn=console.warn,
     )
-    options.check()
-    head = load_detector(detector)
-    if head is not None and model is None and not os.environ.get(MODEL_ENV):
-        model = head_model(head)
-    embedder = load_model(model, device, precision)
-    store = None
-    if embedder is not None or cache_rows:
-        store = Store(cache_dir)
-        if store.error:
-            console.warn(store.error)
-    if embedder is not None:
-        batch_size = batch_size or (256 if embedder.device.startswith("cuda") else 64)
-    bar = console.ScanProgress(enabled=progress and not quiet and console.err.is_terminal)
-    try:
-        result = run_scan(
-            paths,
-            out,
-            options,
-            workers=workers or (os.cpu_count() or 1),
-            progress=bar,
-            embedder=embedder,
-            store=store,
-            cache_rows=cache_rows,
-            batch_size=batch_size or 64,
-            head=head,
-        )
-    finally:
-        if store is not None:
-            store.close()
     if json_output:
         console.print_json(console.scan_json(result.meta, str(out)))
     elif not quiet:

@@ -74,6 +74,11 @@ class Head:
     training: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def model_spec(self) -> str:
+        """The --model spec that reproduces the embeddings this head was trained on."""
+        return self.model or self.embedder.removeprefix("open_clip:")
+
+    @property
     def dim(self) -> int:
         return int(self.weight.shape[0])
 

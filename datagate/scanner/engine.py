@@ -141,7 +141,7 @@ def scan(
         if embedder is None:
             raise InputError(
                 "a detector head scores embeddings, but this scan computes none",
-                hint=f"pass --model {head.model or head.embedder} (the head's embedder)",
+                hint=f"pass --model {head.model_spec} (the head's embedder)",
             )
         head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
     if embedder is not None:
