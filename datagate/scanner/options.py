@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from datagate.embed.models import Preprocessing
 from datagate.errors import InputError
@@ -50,12 +51,13 @@ class ScanOptions:
     detector: str | None = None
 
     def config_hash(self) -> str:
-        payload = {
-            **asdict(self),
-            "schema_version": SCHEMA_VERSION,
-            "signal_versions": signal_versions(self.signals),
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(
+            {
+                **asdict(self),
+                "schema_version": SCHEMA_VERSION,
+                "signal_versions": signal_versions(self.signals),
+            }
+        )
 
     def row_config(self) -> str:
         """What a cached row's values depend on: the signals and decoding, not chunking or
@@ -70,12 +72,16 @@ class ScanOptions:
             "watermark": self.watermark,
             "watermark_rate": self.watermark_rate,
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(payload)
 
     def check(self) -> None:
         """Refuse options that cannot run (exit 2), before any work starts."""
         check_signals(self.signals, "signals")
         parse_watermark(self.watermark)
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_signals(names: Sequence[str], where: str = "--signals") -> None:
