@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,44 @@ def test_cluster_coverage() -> None:
     subject = np.argmax(normalise(x) @ normalise(means).T, axis=1)
     half = subject < 10
     assert 0.3 < cluster_coverage(x, half, k=20) < 0.7
+
+
+def test_the_shipped_floor_passes_real_photographs_of_any_size_and_fails_collapsed_ones(
+    tmp_path: Path, evaldata: Path
+) -> None:
+    """The default policy's min_diversity on real photographs (pixel embedder, as offline):
+    distinct pictures pass at 8 to 56 images; near copies of 3 of them fail at every size."""
+    from PIL import Image
+
+    import datagate
+    from datagate.contract import load_embeddings
+    from datagate.measures.diversity import Running
+    from datagate.rules.diversity import MinDiversity
+    from datagate.rules.policy import load_policy
+
+    real = sorted((evaldata / "detect" / "ml72" / "real").iterdir())
+    real += sorted((evaldata / "detect" / "necenzurat" / "real").iterdir())
+    floor = next(
+        r for r in load_policy(Path(datagate.__file__).parent / "policies" / "default.yaml").rules if isinstance(r, MinDiversity)
+    )
+    assert floor.metric == "index"
+    datagate.scan([evaldata / "detect" / "ml72" / "real", evaldata / "detect" / "necenzurat" / "real"],
+         tmp_path / "real", workers=1, model="pixel")  # fmt: skip
+    distinct = load_embeddings(tmp_path / "real")
+    assert distinct is not None and len(distinct.keys) == len(real) == 56
+    collapsed_dir = tmp_path / "collapsed"
+    collapsed_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(56):
+        with Image.open(real[i % 3]) as im:
+            base = np.asarray(im.convert("RGB").resize((256, 256)), dtype=np.int16)
+        noisy = np.clip(base + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(collapsed_dir / f"{i}.png")
+    datagate.scan([collapsed_dir], tmp_path / "collapsed-scan", workers=1, model="pixel")
+    collapsed = load_embeddings(tmp_path / "collapsed-scan")
+    assert collapsed is not None
+    for size in (8, 16, 32, 56):
+        pick = rng.choice(56, size, replace=False)
+        real_index = Running(distinct.vectors[pick]).value("index")
+        copies_index = Running(collapsed.vectors[pick]).value("index")
+        assert real_index >= floor.min > copies_index, (size, real_index, copies_index)

@@ -82,3 +82,29 @@ def test_perceptual_hash_finds_the_groups_it_can_see(scanned) -> None:  # type: 
     assert not false_pos, f"unrelated pictures matched: {false_pos[:5]}"
     # the transforms a dHash cannot see are the only misses
     assert all(any(t in k for k in p for t in HASH_BLIND) for p in truth - predicted)
+
+
+def test_duplicate_rules_keep_the_human_copy(  # type: ignore[no-untyped-def]
+    scanned, tmp_path: Path
+) -> None:
+    """Of a group of copies, the one with human evidence survives exact and near dedup."""
+    import datagate
+
+    root, rows = scanned
+    scan_dir = tmp_path / "scan"
+    scan([root], scan_dir, workers=1)
+    policy = tmp_path / "dedup.yaml"
+    policy.write_text("version: 1\nrules:\n  - rule: exact_duplicates\n  - rule: near_duplicates\n")
+    out = tmp_path / "gate"
+    datagate.enforce(scan_dir, policy, out=out)
+    kept = {r["key"]: r for r in pq.read_table(out / "manifests/kept.parquet").to_pylist()}
+    rejected = pq.read_table(out / "manifests/rejected.parquet").to_pylist()
+    origin = {r["key"]: r["origin"] for r in rows}
+    # the camera original (EXIF: human) of the G4/G5 photograph, copied with and without
+    # C2PA manifests; before, a same-size copy of unknown origin earlier in scan order won
+    assert any(k.endswith("IMG_0003.jpg") for k in kept), "the human copy was dropped"
+    assert sum(origin[k] == "human" for k in kept) >= 5
+    # every dropped human copy has a human original; no human copy lost to an unknown one
+    for row in rejected:
+        if row["duplicate_of"] and origin[row["key"]] == "human":
+            assert origin[row["duplicate_of"]] == "human", row

@@ -6,10 +6,12 @@
   row-normalised embeddings X, so C is accumulated in chunks and only C is decomposed.
   The score is an "effective number of distinct items": 1 for n copies of one image, up to
   min(n, d) for embeddings spread evenly over every direction.
-* **Diversity index** in [0, 1]: ``log(Vendi) / log(d)``. It is 0 for a collapsed set (one
-  item repeated), 1 for a set spread evenly over all d directions, does not depend on n
-  once n is well above the effective number of items (a random subsample of a dataset gets
-  the same index), and falls as a dataset collapses onto fewer modes (images replaced by
+* **Diversity index** in [0, 1]: ``log(Vendi) / log(min(n, d))``, the Vendi score against
+  its ceiling (n images span at most n directions). It is 0 for a collapsed set (one item
+  repeated), 1 for a set spread evenly over every direction it can span, does not depend on
+  n once n is above d and well above the effective number of items (a random subsample of a
+  dataset gets the same index), is comparable between a handful of photographs and a
+  dataset (a floor of 0.6 means the same for both), and falls as a dataset collapses onto fewer modes (images replaced by
   near-copies of a few others). Replacing images by near-copies of *random* others keeps
   the distribution, and so the index, unchanged: exact and near duplicates are the job of
   the duplicate rules, not of this index.
@@ -69,12 +71,17 @@ def vendi_score(x: FloatArray, q: float = 1.0) -> float:
     return vendi_from_eigenvalues(np.linalg.eigvalsh(covariance(x)), q)
 
 
-def diversity_index(x: FloatArray, q: float = 1.0) -> float:
-    """``log(Vendi) / log(d)``, in [0, 1] (see the module docstring)."""
-    d = x.shape[1]
-    if len(x) == 0 or d < 2:
+def index_from_vendi(vendi: float, n: int, d: int) -> float:
+    """``log(Vendi) / log(min(n, d))``, in [0, 1]: the Vendi score against its ceiling."""
+    ceiling = min(n, d)
+    if ceiling < 2 or vendi <= 0:
         return 0.0
-    return float(min(1.0, max(0.0, math.log(vendi_score(x, q)) / math.log(d))))
+    return float(min(1.0, max(0.0, math.log(vendi) / math.log(ceiling))))
+
+
+def diversity_index(x: FloatArray, q: float = 1.0) -> float:
+    """``log(Vendi) / log(min(n, d))``, in [0, 1] (see the module docstring)."""
+    return index_from_vendi(vendi_score(x, q), len(x), x.shape[1])
 
 
 def mean_cosine_distance(x: FloatArray) -> float:
@@ -159,9 +166,7 @@ class Running:
         vendi = vendi_from_eigenvalues(np.linalg.eigvalsh(self.outer / self.count), q)
         if metric == "vendi":
             return vendi
-        if self.dim < 2:
-            return 0.0
-        return float(min(1.0, max(0.0, math.log(vendi) / math.log(self.dim))))
+        return index_from_vendi(vendi, self.count, self.dim)
 
 
 def summary(x: FloatArray, q: float = 1.0) -> dict[str, Any]:

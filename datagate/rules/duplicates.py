@@ -22,10 +22,12 @@ HAMMING_MAX = 32
 
 @register
 class ExactDuplicates(Rule):
-    """Reject byte-identical copies (same SHA-256), keeping the first in scan order."""
+    """Reject byte-identical copies (same SHA-256), keeping a copy with human evidence first,
+    then the first in scan order."""
 
     rule: Literal["exact_duplicates"]
     keep: Literal["first"] = "first"
+    """Of each group: a copy with human evidence, then the first in scan order."""
     removes_duplicates = True
     codes = {"exact_duplicate": "the same bytes as a kept image"}
 
@@ -40,8 +42,15 @@ class ExactDuplicates(Rule):
             codes = np.asarray(
                 pc.dictionary_encode(sha.take(pa.array(candidates))).combine_chunks().indices
             )
-            _, first_pos, inverse = np.unique(codes, return_index=True, return_inverse=True)
-            first_rows = candidates[first_pos][inverse]
+            # visit candidates in keep order (human evidence, then scan order): the first
+            # of each hash in that order is its group's kept copy
+            order = keep_preference(ctx, candidates, "first")
+            _, first_pos, inverse = np.unique(
+                codes[order], return_index=True, return_inverse=True
+            )
+            kept_rows = candidates[order][first_pos]
+            first_rows = np.empty_like(candidates)
+            first_rows[order] = kept_rows[inverse]
             dup = first_rows != candidates
             bad[candidates[dup]] = True
             first_of[candidates] = first_rows
@@ -62,7 +71,8 @@ class ExactDuplicates(Rule):
 @register
 class NearDuplicates(Rule):
     """Reject images within ``max_distance`` bits of a kept image's perceptual hash (dHash or
-    pHash), keeping the largest (or first) of each group; never chains through copies."""
+    pHash), keeping a copy with human evidence first, then the largest (or first) of each
+    group; never chains through copies."""
 
     rule: Literal["near_duplicates"]
     hash: Literal["dhash", "phash"] = "dhash"
@@ -84,11 +94,7 @@ class NearDuplicates(Rule):
             column.take(pa.array(rows)).to_numpy(zero_copy_only=False), dtype=np.uint64
         )
         i, j, d = neardup.near_pairs(hashes, self.max_distance)
-        if self.keep == "largest":
-            pixels = (ctx.num("width", 0) * ctx.num("height", 0))[rows]
-            preference = np.lexsort((np.arange(rows.size), -pixels))
-        else:
-            preference = np.arange(rows.size)
+        preference = keep_preference(ctx, rows, self.keep)
         dropped, dup_of, dist = neardup.greedy_keep(rows.size, i, j, d, preference.astype(np.int64))
         keys = ctx.text("key")
         originals = ctx.none()
