@@ -33,12 +33,14 @@ if TYPE_CHECKING:
 
     from datagate.contract import ScanMeta
     from datagate.gate import EnforceResult
+    from datagate.ledger.attest import Verified
+    from datagate.ledger.chain import Ledger
     from datagate.rules import Policy
     from datagate.scanner.engine import Progress, ScanResult
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "enforce", "load_scan", "scan"]
+__all__ = ["__version__", "enforce", "load_scan", "open_ledger", "scan", "verify_attestation"]
 
 PathLike = str | os.PathLike[str]
 
@@ -135,15 +137,21 @@ def enforce(
     reference: PathLike | None = None,
     overrides: PathLike | None = None,
     reserves: Sequence[PathLike] = (),
+    ledger: PathLike | None = None,
+    key: PathLike | None = None,
 ) -> EnforceResult:
     """Judge a scan folder with a policy (a rules file, a :class:`~datagate.rules.Policy`, or
     the default policy), as ``datagate enforce`` does: writes the manifests and reports and
     returns the verdict (``.passed``), the report and the per-row decision. ``reference``: a
     scan folder of the preserved human baseline (the policy's ``reference:`` otherwise);
     ``overrides``: an overrides file of reviewed decisions, applied before the rules;
-    ``reserves``: scan folders to top up from when a human-share or diversity floor fails."""
+    ``reserves``: scan folders to top up from when a human-share or diversity floor fails.
+    ``ledger``: a ledger folder to record the run in (default ``.datagate/ledger`` when it
+    exists), whose recorded models also set their outputs' generation; ``key``: the signing
+    key for the ledger entry and the run's attestation (default: the key file, if any)."""
     from datagate.curation.overrides import read_overrides
     from datagate.gate import enforce as run
+    from datagate.ledger import default_paths
     from datagate.rules import Policy, default_rules_path, load_policy
     from datagate.rules.policy import with_overrides
 
@@ -159,6 +167,9 @@ def enforce(
         if v is not None
     }
     policy = with_overrides(policy, **flags)
+    ledger_dir, key_path = default_paths(
+        Path(ledger) if ledger is not None else None, Path(key) if key is not None else None
+    )
     return run(
         Path(scan_dir),
         policy,
@@ -168,7 +179,25 @@ def enforce(
         reference=Path(reference) if reference is not None else None,
         decisions=decisions,
         reserves=[Path(r) for r in reserves],
+        ledger=ledger_dir,
+        key=key_path,
     )
+
+
+def open_ledger(ledger: PathLike = ".datagate/ledger", pub: PathLike | None = None) -> Ledger:
+    """A ledger folder, verified entry by entry (:class:`datagate.ledger.LedgerError`, an
+    input error, names the first bad entry); ``pub`` defaults to the ledger's own key."""
+    from datagate.ledger.chain import open_ledger as load
+
+    return load(Path(ledger), Path(pub) if pub is not None else None)
+
+
+def verify_attestation(gate_dir: PathLike, pub: PathLike) -> Verified:
+    """Check a gate folder's ``attestation.intoto.json``: its DSSE signature with ``pub`` and
+    every subject's sha256 against the files (an input error says what does not match)."""
+    from datagate.ledger.attest import verify_gate
+
+    return verify_gate(Path(gate_dir), Path(pub))
 
 
 def load_scan(scan_dir: PathLike = DEFAULT_SCAN_DIR) -> tuple[pa.Table, ScanMeta]:

@@ -7,10 +7,17 @@ A scan folder holds ``images.parquet`` (one row per image, schema in
 ``report.md`` and ``report.html``. Readers of these files go through the loaders here,
 which turn a missing, corrupt or foreign file into a clear input error (exit 2), never a
 traceback.
+
+:func:`load_scan` also checks that the table is the one the scan wrote: its SHA-256 (which
+``scan`` records in ``meta.json`` as ``counts.table_sha256``), its row count, every column of
+the signals it recorded, and that neither file comes from a newer datagate. A table edited
+after the scan (rows cut or duplicated, a column dropped) is refused with a hint to re-scan;
+scans written before the digest was recorded load without the digest check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +26,14 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from packaging.version import InvalidVersion, Version
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
+from datagate import __version__
 from datagate.errors import InputError
-from datagate.scanner.schema import SCHEMA_VERSION
+from datagate.scanner.schema import DETECTOR_FIELDS, IDENTITY_FIELDS, SCHEMA_VERSION
+from datagate.scanner.signals import SIGNALS
 
 IMAGES_FILE = "images.parquet"
 EMBEDDINGS_FILE = "embeddings.parquet"
@@ -42,9 +52,13 @@ REPORT_VERSION = 1
 
 class Counts(TypedDict):
     images: int
+    """Rows of ``images.parquet`` (one per image, unreadable ones included)."""
     errors: int
     shards: int
     skipped_files: int
+    table_sha256: NotRequired[str]
+    """SHA-256 of the ``images.parquet`` bytes as the scan wrote them (absent in scans
+    written before datagate recorded it)."""
 
 
 class ShardInfo(TypedDict):
@@ -194,8 +208,85 @@ def load_report(out: Path) -> Report:
     return _load_json(out / REPORT_JSON, Report, "report.json")
 
 
+RESCAN = (
+    "re-run `datagate scan` on the inputs to rebuild the scan folder (change what is "
+    "kept with the rules or an overrides file, never by editing the table)"
+)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (the scan table's digest)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_versions(scan_dir: Path, meta: ScanMeta) -> None:
+    """Refuse a scan from a newer datagate, or of another scan schema version."""
+    written = meta["datagate_version"]
+    try:
+        newer = Version(written) > Version(__version__)
+    except InvalidVersion:
+        raise InputError(
+            f"{scan_dir / META_FILE}: datagate_version {written[:40]!r} is not a version",
+            hint=RESCAN,
+        ) from None
+    if newer or meta["schema_version"] > SCHEMA_VERSION:
+        raise InputError(
+            f"{scan_dir / META_FILE}: written by datagate {written[:40]} (scan schema version "
+            f"{meta['schema_version']}), newer than this datagate {__version__} (schema "
+            f"version {SCHEMA_VERSION})",
+            hint="upgrade datagate to read it, or re-scan with this version",
+        )
+    if meta["schema_version"] != SCHEMA_VERSION:
+        raise InputError(
+            f"{scan_dir / META_FILE}: scan schema version {meta['schema_version']}, this "
+            f"datagate reads version {SCHEMA_VERSION}",
+            hint="re-run `datagate scan` with this version of datagate",
+        )
+
+
+def _check_table(images: Path, table: pa.Table, meta: ScanMeta) -> None:
+    """The rows and columns the scan recorded are all there."""
+    expected = meta["counts"]["images"]
+    if table.num_rows != expected:
+        raise InputError(
+            f"{images}: {table.num_rows:,} rows, but the scan wrote {expected:,} "
+            f"({META_FILE} counts.images): the table was cut or rows were added",
+            hint=RESCAN,
+        )
+    fields = list(IDENTITY_FIELDS)
+    for name, version in meta["signals"].items():
+        signal = SIGNALS.get(name)
+        if signal is None:
+            raise InputError(
+                f"{images}: the scan measured signal {name!r}, which this datagate does not "
+                f"know (known: {', '.join(SIGNALS)})",
+                hint="install the plugin that registers it, or re-scan with this datagate",
+            )
+        if signal.version == version:  # an older signal version may have had fewer columns
+            fields.extend(signal.fields)
+    if "detector" in meta:
+        fields.extend(DETECTOR_FIELDS)
+    problems = []
+    for field in fields:
+        if field.name not in table.column_names:
+            problems.append(f"{field.name} (missing)")
+        elif not table.schema.field(field.name).type.equals(field.type):
+            found = table.schema.field(field.name).type
+            problems.append(f"{field.name} (type {found}, expected {field.type})")
+    if problems:
+        raise InputError(
+            f"{images}: not the table the scan wrote: columns {', '.join(problems)}",
+            hint=RESCAN,
+        )
+
+
 def load_scan(scan_dir: Path) -> tuple[pa.Table, ScanMeta]:
-    """Read a scan folder's table and metadata, with a clear error if it is not one."""
+    """Read a scan folder's table and metadata, with a clear error if it is not one, or not
+    as the scan wrote it (see the module docstring)."""
     images = scan_dir / IMAGES_FILE
     if not images.exists() or not (scan_dir / META_FILE).exists():
         raise InputError(
@@ -203,6 +294,19 @@ def load_scan(scan_dir: Path) -> tuple[pa.Table, ScanMeta]:
             hint="run `datagate scan PATH` first, or pass the folder it wrote to",
         )
     meta = load_meta(scan_dir)
+    _check_versions(scan_dir, meta)
+    recorded = meta["counts"].get("table_sha256")
+    if recorded is not None:
+        try:
+            found = file_sha256(images)
+        except OSError as exc:
+            raise InputError(f"{images}: scan table is unreadable: {exc}") from exc
+        if found != recorded:
+            raise InputError(
+                f"{images}: the file changed after the scan (SHA-256 {found[:12]}…, "
+                f"{META_FILE} records {recorded[:12]}…): it was edited, cut or replaced",
+                hint=RESCAN,
+            )
     try:
         table = pq.read_table(images)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -210,10 +314,11 @@ def load_scan(scan_dir: Path) -> tuple[pa.Table, ScanMeta]:
     version = (table.schema.metadata or {}).get(b"datagate.schema_version", b"?").decode()
     if version != str(SCHEMA_VERSION):
         raise InputError(
-            f"{images}: scan table schema version {version}, this datagate reads "
+            f"{images}: scan table schema version {version[:40]}, this datagate reads "
             f"version {SCHEMA_VERSION}",
             hint="re-run `datagate scan` with this version of datagate",
         )
+    _check_table(images, table, meta)
     return table, meta
 
 

@@ -12,7 +12,8 @@ class ExitCode(enum.IntEnum):
     GATE_FAILED = 1
     USAGE = 2
     INTERNAL = 3
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports a process the signal ended
 
 
 class DatagateError(Exception):
@@ -38,3 +39,8 @@ class ConfigError(DatagateError):
 
 class InputError(DatagateError):
     """An input path or shard that cannot be read as a whole."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's ``KeyboardInterrupt``, so that every
+    path that cleans up after an interrupt (the scan stopping its workers) handles it too."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,18 @@ from datagate.detect.head import Calibration
 from datagate.embed.stacked import semantic_embeddings
 from datagate.errors import ConfigError, InputError
 from datagate.io import write_json, write_table, write_text
+from datagate.ledger import GateSigning, signing_for_gate
+from datagate.ledger.attest import ATTESTATION, statement, write_attestation
+from datagate.ledger.chain import Entry, append, file_sha256
+from datagate.ledger.croissant import CROISSANT, croissant
+from datagate.ledger.lineage import apply_lineage
+from datagate.ledger.runs import overrides_record, run_payload, verdict_index
 from datagate.report.build import build_report
 from datagate.report.gallery import QUALITY_KEYS, select_galleries
 from datagate.report.html import render_html
 from datagate.report.markdown import render_markdown
 from datagate.rules import Decision, Reference, RowVectors, apply_policy
+from datagate.rules.origin import weigh_origins
 from datagate.rules.policy import Policy, policy_digest
 
 
@@ -45,6 +53,12 @@ class EnforceResult:
     report: Report
     decision: Decision
     out: Path
+    #: the ledger entry this run appended, when it recorded into a ledger
+    entry: Entry | None = None
+    #: the signed attestation written, when a signing key was available
+    attestation: Path | None = None
+    #: one-line remarks for the console (e.g. why no attestation was written)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -70,6 +84,8 @@ def enforce(
     reference: Path | None = None,
     decisions: Overrides | None = None,
     reserves: list[Path] | None = None,
+    ledger: Path | None = None,
+    key: Path | None = None,
 ) -> EnforceResult:
     """Judge a scan folder: write the kept/rejected manifests and every report.
 
@@ -77,8 +93,15 @@ def enforce(
     ``reserves``: scans to top up from when a human-share or diversity floor fails.
 
     ``reference`` (else the policy's ``reference:``) is a scan folder of the preserved human
-    baseline, for the reference rules and the report's reference section."""
+    baseline, for the reference rules and the report's reference section.
+
+    ``ledger``: a ledger to record the run in, whose recorded models set the generation of
+    their outputs before the rules run; ``key``: signs the ledger entry and the run's
+    attestation (none: ``croissant.json`` only). Both are checked before anything is judged;
+    no defaults are looked up here (:func:`datagate.enforce` does that)."""
+    signing = signing_for_gate(ledger, key)
     table, meta = load_scan(scan_dir)
+    table, lineage = apply_lineage(table, signing.ledger)
     out = out if out is not None else default_out(scan_dir)
     embeddings = semantic_embeddings(load_embeddings(scan_dir))
     vectors = (
@@ -93,6 +116,8 @@ def enforce(
     )
     reviewed = apply_decisions(table, decisions or Overrides(), policy.review_strength)
     table = reviewed.table
+    if policy.unsigned_human != "weak":  # the scan decided with the default weighing
+        table = weigh_origins(table, policy.unsigned_human)
     exempt, override = reviewed.keep, reviewed.decision
     prejudged = (reviewed.reject, reviewed.reasons, REVIEW_RULE, REVIEW_REJECT)
     decision = apply_policy(
@@ -102,10 +127,16 @@ def enforce(
     if reserves:
         embedder = embeddings.embedder if embeddings is not None else None
         pools = [load_reserve(path, table.schema, embedder) for path in reserves]
+        for i, pool in enumerate(pools):  # judged like the dataset: lineage and weighing
+            reserve_table, _ = apply_lineage(pool.table, signing.ledger)
+            if policy.unsigned_human != "weak":
+                reserve_table = weigh_origins(reserve_table, policy.unsigned_human)
+            pools[i] = dataclasses.replace(pool, table=reserve_table)
         topped = top_up(table, decision, policy, embeddings, pools, calibration)
         if topped.added.any():  # judge again with the added rows in (they are kept)
             extra = int(topped.added.sum())
             table, vectors = topped.table, topped.vectors
+            table, lineage = apply_lineage(table, signing.ledger)  # the reserve rows too
             exempt = np.concatenate([exempt, np.ones(extra, dtype=bool)])
             override = np.concatenate([override, np.full(extra, None, dtype=object)])
             prejudged = (
@@ -174,9 +205,56 @@ def enforce(
             "added": topped.plan.by_rule,
             "message": topped.plan.message,
         }
+    if lineage["models"]:
+        report["composition"]["lineage"] = lineage
     write_json(out / REPORT_JSON, report)
     write_reports(report, meta, out)
-    return EnforceResult(report=report, decision=decision, out=out)
+    result = EnforceResult(report=report, decision=decision, out=out)
+    payload = run_payload(
+        scan_dir=scan_dir,
+        out=out,
+        meta=meta,
+        report=report,
+        table=table,
+        decision=decision,
+        overrides=overrides_record(overrides or {}, decisions),
+        files={},
+        lineage=lineage,
+    )
+    write_json(
+        out / CROISSANT,
+        croissant(out, report, payload["human_share"], ledger=signing.ledger, lineage=lineage),
+    )
+    payload["files"] = {name: file_sha256(out / name) for name in ATTESTED}
+    record(result, signing, payload, verdict_index(table, decision))
+    return result
+
+
+#: The gate outputs a ledger entry and an attestation name by their sha256.
+ATTESTED = (KEPT, REJECTED, REPORT_JSON, CROISSANT)
+
+
+def record(
+    result: EnforceResult, signing: GateSigning, payload: dict[str, Any], index: pa.Table
+) -> None:
+    """Append the run to the ledger and sign its attestation, as far as ``signing`` allows."""
+    out = result.out
+    if signing.ledger is not None and signing.private is not None:
+        result.entry = append(signing.ledger.dir, signing.private, "run", payload, index)
+    if signing.private is None:
+        (out / ATTESTATION).unlink(missing_ok=True)  # a stale one would no longer verify
+        result.notes.append(
+            f"no signing key: {ATTESTATION} not written (create a key with `datagate keygen`)"
+        )
+        return
+    entry = result.entry
+    predicate = {k: v for k, v in payload.items() if k != "files"} | {
+        "ledger": None
+        if entry is None or signing.ledger is None
+        else {"dir": str(signing.ledger.dir), "entry": entry.seq, "sha256": entry.hash}
+    }
+    stmt = statement(out, list(ATTESTED), predicate)
+    result.attestation = write_attestation(out, stmt, signing.private)
 
 
 def load_reference(path: Path | None, scan: Embeddings | None) -> Reference | None:

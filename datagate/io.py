@@ -1,17 +1,26 @@
-"""Atomic file output: every file datagate writes appears whole or not at all."""
+"""File output: every file datagate writes appears whole or not at all, and one process at a
+time writes an output folder (:func:`output_lock`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from datagate.errors import InputError
+
+#: The lock file inside an output folder while a command writes it (removed when it ends)
+LOCK_FILE = ".datagate.lock"
 
 #: rows per Parquet row group: readers of a page of a large manifest (datagate review)
 #: decode only the groups that hold it
@@ -51,3 +60,99 @@ def write_json(path: Path, obj: Any) -> None:
 def write_table(path: Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP)
+
+
+def cannot_write(path: Path, exc: OSError) -> InputError:
+    """An output path the operating system refuses, as the user's error (exit 2)."""
+    if isinstance(exc, FileExistsError) and Path(exc.filename or path) == path:
+        reason = "it exists and is not a folder"
+    else:
+        reason = exc.strerror or type(exc).__name__
+        if exc.filename and Path(exc.filename) != path:
+            reason += f" ({exc.filename})"
+    return InputError(f"cannot write {path}: {reason}", hint="choose another output folder (--out)")
+
+
+def output_dir(path: Path) -> Path:
+    """Create ``path`` as an output folder (with its parents); exit 2 if it cannot be one."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+    return path
+
+
+@contextlib.contextmanager
+def output_lock(path: Path) -> Iterator[Path]:
+    """Hold ``path`` (created if needed) as this process's output folder.
+
+    A second datagate process that tries to write the same folder gets an input error naming
+    the holder (pid, host, command, since) instead of deleting the first one's work. The lock
+    is an advisory ``flock`` on ``path/.datagate.lock``: the kernel releases it when its holder
+    exits, even by SIGKILL, so a stale lock never needs clearing by hand. A folder this call
+    created and that is still empty when it ends (the command failed early) is removed.
+    """
+    created = not path.exists()
+    output_dir(path)
+    lock = path / LOCK_FILE
+    fd = _acquire(lock, path)
+    try:
+        yield path
+    finally:
+        # unlink while holding the lock: a process that opened the old file retries (_acquire)
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
+
+
+def _acquire(lock: Path, folder: Path) -> int:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): write without the lock
+        fcntl = None  # type: ignore[assignment]
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise cannot_write(folder, exc) from None
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise InputError(
+                f"{folder} is being written by another datagate process ({holder})",
+                hint="wait for it to finish, or write somewhere else (--out)",
+            ) from None
+        except OSError as exc:  # a file system without locks
+            os.close(fd)
+            raise cannot_write(folder, exc) from None
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)  # the holder removed the file as we opened it: lock the new one
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    return fd
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 65_536, 0))
+        return f"pid {info['pid']} on {info['host']}, since {info['since']}: {info['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its details are not readable yet"

@@ -161,7 +161,7 @@ def test_rules_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     bad.write_text("rules:\n  - rule: max_rejected_fraction\n    max: high\n")
     assert main(["rules", "validate", str(bad)]) == 2
     assert (
-        f"{bad}: rules[0].max: expected a number in [0, 1], got 'high'"
+        f"{bad}:3:10: rules[0].max: expected a number in [0, 1], got 'high'"
         in capsys.readouterr().err.replace("\n", "")
     )
 

@@ -247,8 +247,10 @@ def test_max_generation_with_explicit_unknown_policy() -> None:
 def test_generation_is_read_from_metadata() -> None:
     from datagate.provenance import evidence as prov
 
-    human = prov.decide([prov.Evidence("sidecar", "human", "strong", "x")])
+    human = prov.decide([prov.Evidence("c2pa", "human", "strong", "x")])
+    unsigned = prov.decide([prov.Evidence("sidecar", "human", "strong", "x")])
     unknown = prov.decide([])
+    assert prov.generation({}, {}, unsigned) == (None, None)  # an unsigned claim weighs weak
     assert prov.generation({"json": {"generation": 2}}, {}, unknown) == (2, "sidecar")
     assert prov.generation({"generation": "1"}, {}, unknown) == (1, "metadata")
     assert prov.generation({}, {"datagate:generation": "3"}, unknown) == (3, "text chunk")

@@ -113,12 +113,11 @@ def test_the_shipped_floor_passes_real_photographs_of_any_size_and_fails_collaps
 
     real = sorted((evaldata / "detect" / "ml72" / "real").iterdir())
     real += sorted((evaldata / "detect" / "necenzurat" / "real").iterdir())
-    floor = next(
-        r for r in load_policy(Path(datagate.__file__).parent / "policies" / "default.yaml").rules if isinstance(r, MinDiversity)
-    )
+    shipped = load_policy(Path(datagate.__file__).parent / "policies" / "default.yaml")
+    floor = next(r for r in shipped.rules if isinstance(r, MinDiversity))
     assert floor.metric == "index"
-    datagate.scan([evaldata / "detect" / "ml72" / "real", evaldata / "detect" / "necenzurat" / "real"],
-         tmp_path / "real", workers=1, model="pixel")  # fmt: skip
+    folders = [evaldata / "detect" / "ml72" / "real", evaldata / "detect" / "necenzurat" / "real"]
+    datagate.scan(folders, tmp_path / "real", workers=1, model="pixel")
     distinct = load_embeddings(tmp_path / "real")
     assert distinct is not None and len(distinct.keys) == len(real) == 56
     collapsed_dir = tmp_path / "collapsed"

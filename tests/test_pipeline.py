@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -40,8 +41,10 @@ def test_scan_writes_versioned_table_and_meta(image_folder: Path, tmp_path: Path
     assert table.column("decodable").to_pylist() == [True] * 12
     meta = json.loads((out / "meta.json").read_text())
     assert meta == result.meta
+    digest = meta["counts"].pop("table_sha256")
+    assert digest == hashlib.sha256((out / "images.parquet").read_bytes()).hexdigest()
     assert meta["counts"] == {"images": 12, "errors": 0, "shards": 2, "skipped_files": 1}
-    assert meta["signals"] == {"integrity": 1, "hashes": 1, "quality": 1, "provenance": 2}
+    assert meta["signals"] == {"integrity": 1, "hashes": 1, "quality": 1, "provenance": 3}
     assert meta["skipped"][0]["path"].endswith("README.md")
     assert meta["timing"]["chunks_computed"] == 2 and meta["timing"]["chunks_resumed"] == 0
 

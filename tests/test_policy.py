@@ -62,3 +62,59 @@ def test_overrides_set_or_add_rules() -> None:
         ConfigError, match=r"--max-rejected-fraction: expected a number in \[0, 1\], got -0.1"
     ):
         with_overrides(base, max_rejected_fraction=-0.1)
+
+
+BILLION_LAUGHS = (
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    + "rules:\n  - rule: formats\n    allow: *i\n"
+)
+
+
+def test_rules_validate_refuses_a_billion_laughs_quickly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from time import perf_counter
+
+    from datagate.cli import main
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)  # 10**9 strings once its aliases are expanded
+    started = perf_counter()
+    assert main(["rules", "validate", str(bomb)]) == 2
+    assert perf_counter() - started < 5
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"{bomb}:2:8: invalid YAML: aliases (*a) are not allowed" in err
+    assert len(err) < 500
+
+
+def test_enforce_refuses_a_billion_laughs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datagate.cli import main
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    assert main(["enforce", str(tmp_path / "no-scan"), "--rules", str(bomb)]) == 2
+    assert "aliases (*a) are not allowed" in capsys.readouterr().err
+
+
+def test_rules_file_that_is_not_utf8_is_exit_2_with_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datagate.cli import main
+
+    latin1 = tmp_path / "rules.yaml"
+    latin1.write_bytes("# café policy\nrules:\n  - rule: decodable\n".encode("latin-1"))
+    assert main(["rules", "validate", str(latin1)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"{latin1}:1:6: not UTF-8 text (byte 0xe9); save the rules file as UTF-8" in err
+
+
+def test_rules_validate_counts_in_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from datagate.cli import main
+
+    one = tmp_path / "one.yaml"
+    one.write_text("rules:\n  - rule: decodable\n")
+    assert main(["rules", "validate", str(one)]) == 0
+    assert capsys.readouterr().out.replace("\n", "").endswith(": 1 rule")

@@ -123,7 +123,8 @@ def test_hostile_metadata_is_recorded_never_raised() -> None:
     # malformed XMP, an oversized text chunk, a binary text chunk, a broken JUMBF box
     buf = io.BytesIO()
     photo(7).save(buf, "JPEG", xmp=b"<x:xmpmeta><<<not xml \x00\xff")
-    assert _row(buf.getvalue())["origin"] == "unknown"
+    malformed = _row(buf.getvalue())
+    assert malformed["origin"] == "unknown" and "XMP unreadable" in malformed["provenance_errors"]
     big = _row(_png({"parameters": "Steps: 1, Sampler: x " + "a" * (prov.MAX_TEXT + 10)}))
     assert big["origin"] == "unknown" and "not parsed" in big["provenance_errors"]
     assert _row(_png({"Comment": "\x00\x01\x02binary\xff"}))["origin"] == "unknown"

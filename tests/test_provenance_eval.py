@@ -74,6 +74,32 @@ def test_provenance_labels(evaldata: Path, tmp_path: Path) -> None:
                 row["origin"],
                 row["evidence"],
             )
+        # a manifest whose integrity checks fail (changed after signing) is flagged tampered,
+        # and the file's human claims are no stronger than weak; an expired or unknown
+        # credential is invalid but not tampering
+        mismatch = any(c.endswith(".mismatch") for c in row["c2pa_codes"] or [])
+        assert row["c2pa_tampered"] is mismatch, lab["path"]
+        if mismatch and row["origin"] == "human":
+            assert row["origin_strength"] == "weak" and row["provenance_conflict"], lab["path"]
+    tampered = sorted(lab["path"] for lab in labels if rows[lab["path"]]["c2pa_tampered"])
+    assert tampered == [
+        "c2pa-rs/sdk__tests__fixtures__E-sig-CA.jpg",
+        "c2pa-rs/sdk__tests__fixtures__XCA.jpg",
+        "c2pa-rs/sdk__tests__fixtures__adobe-20220124-E-clm-CAICAI.jpg",
+        "public-testfiles/image__jpeg__truepic-20230212-camera.jpg",
+        "public-testfiles/image__jpeg__truepic-20230212-landscape.jpg",
+    ]
+    # CAWG training-and-data-mining assertions in c2pa-rs's own fixtures
+    rights = {
+        lab["path"]: rows[lab["path"]]["rights_training"]
+        for lab in labels
+        if rows[lab["path"]]["rights_training"] is not None
+    }
+    assert rights == {
+        "c2pa-rs/sdk__tests__fixtures__C_with_CAWG_data.jpg": "notAllowed",
+        "c2pa-rs/sdk__src__identity__tests__fixtures__claim_aggregation__ims_multiple_manifests"
+        ".jpg": "allowed",
+    }
     generators = {lab["path"]: rows[lab["path"]]["generator"] for lab in labels}
     assert generators["ComfyUI_examples/flux__flux_dev_example.png"] == "flux1-dev.safetensors"
     assert generators["c2pa-rs/sdk__tests__fixtures__ocsp.jpg"] == "Adobe Firefly"

@@ -115,3 +115,27 @@ def test_report_command_rerenders_without_recomputing(report_dir: Path, tmp_path
     assert (report_dir / "report.json").read_text() == before
     assert (report_dir / "manifests" / "rejected.parquet").stat().st_mtime_ns == rejected_mtime
     assert main(["report", str(scan_dir), "--out", str(tmp_path)]) == 2  # no decisions there
+
+
+def test_borderline_gallery_shows_only_images_near_a_bound() -> None:
+    import pyarrow as pa
+
+    from datagate.report.gallery import BORDERLINE_MARGIN, _borderline
+
+    kept = pa.table(
+        {
+            "key": [f"s/{i}" for i in range(5)],
+            "shard": ["s"] * 5,
+            "member": [str(i) for i in range(5)],
+            "brightness": [0.57, 0.70, 0.90, 0.97, None],
+            "blur": [25.0, 100.0, 100.0, 100.0, 21.0],
+        }
+    )
+    rules = [{"params": {"brightness": {"min": 0.02, "max": 0.98}, "blur": {"min": 20}}}]
+    shown = _borderline({"rules": rules}, kept)  # type: ignore[typeddict-item]
+    assert BORDERLINE_MARGIN == 0.10
+    # 0.97 and 0.90 are within 10 % of 0.98, blur 21 within 10 % of 20; 0.57, 0.70 are not
+    assert [item["key"] for item in shown] == ["s/3", "s/4", "s/2"]
+    assert shown[0]["caption"] == "brightness 0.97 (bound 0.98): s/3"
+    far = kept.slice(0, 2)
+    assert _borderline({"rules": rules}, far) == []  # type: ignore[typeddict-item]

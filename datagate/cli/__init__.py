@@ -6,9 +6,9 @@ command on :data:`datagate.cli.app.app`.
 
 from __future__ import annotations
 
-from datagate.cli import cache, detector, enforce, precommit, review, rules, scan
+from datagate.cli import cache, detector, enforce, ledger, precommit, review, rules, scan
 from datagate.cli.app import app, main, run
 
-COMMANDS = (scan, enforce, precommit, rules, detector, cache, review)
+COMMANDS = (scan, enforce, precommit, rules, detector, cache, review, ledger)
 
 __all__ = ["app", "main", "run"]

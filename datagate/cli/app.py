@@ -6,15 +6,19 @@ Commands live in one module per group (:mod:`.scan`, :mod:`.enforce`, :mod:`.pre
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any
 
 import typer
 
 from datagate import __version__
-from datagate.errors import DatagateError, ExitCode
+from datagate.errors import DatagateError, ExitCode, Terminated
 
 DEFAULT_SCAN_DIR = Path("datagate-out/scan")
 
@@ -26,7 +30,7 @@ app = typer.Typer(
         "  datagate scan ./shards\n\n"
         "  datagate enforce --min-human 0.7\n\n"
         "Exit codes: 0 pass, 1 gate failed, 2 usage or input error, 3 internal error, "
-        "130 interrupted."
+        "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -44,7 +48,9 @@ app.add_typer(detector_app, name="detector")
 cache_app = typer.Typer(help="Inspect and prune the cache store.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
-_state = {"debug": False}
+_state = {"debug": False, "signal": 0}
+
+INTERRUPTED = "interrupted; finished work is kept: re-run the same command to resume"
 
 
 def _version(value: bool) -> None:
@@ -67,38 +73,86 @@ def _main(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (see :class:`datagate.errors.ExitCode`)."""
+    previous = _handle_signals()
+    try:
+        return _dispatch(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run() -> None:
+    # the handlers stay for the interpreter's exit: a second Ctrl-C there exits at once
+    _handle_signals()
+    sys.exit(_dispatch(None))
+
+
+def _handle_signals() -> dict[int, Any]:
+    """Turn SIGINT and SIGTERM into exceptions in the main thread (so that the scan stops its
+    workers and keeps its finished parts); a second one while stopping exits at once."""
+    _state["signal"] = 0
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _state["signal"]:
+        os.write(2, f"\nerror: {INTERRUPTED}\n".encode())
+        os._exit(_interrupt_code())
+    _state["signal"] = signum
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _interrupt_code() -> int:
+    return ExitCode.TERMINATED if _state["signal"] == signal.SIGTERM else ExitCode.INTERRUPTED
+
+
+def _interrupted(exc: BaseException | None = None) -> int:
+    from datagate.cli import console
+
+    if isinstance(exc, Terminated) and not _state["signal"]:
+        _state["signal"] = signal.SIGTERM
+    console.error(INTERRUPTED)
+    return _interrupt_code()
+
+
+def _dispatch(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="datagate", standalone_mode=False)
     except typer.Exit as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # typer's wrapping of an interrupt
+            return _interrupted(exc.__cause__)
         return int(exc.exit_code)
-    except typer.Abort:
+    except typer.Abort as exc:  # click's wrapping of EOF at a prompt (and of an interrupt)
+        cause = exc.__cause__
+        if isinstance(cause, KeyboardInterrupt) or _state["signal"]:
+            return _interrupted(cause)
+        from datagate.cli import console
+
+        console.error("aborted")
         return ExitCode.INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except typer.TyperException as exc:  # usage errors: bad option, missing argument
         show = getattr(exc, "show", None)
         if callable(show):
             show()
         return ExitCode.USAGE
-    except DatagateError as exc:
-        from datagate.cli import console
-
-        console.error(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        from datagate.cli import console
-
-        console.error("interrupted; finished work is kept: re-run the same command to resume")
-        return ExitCode.INTERRUPTED
     except Exception as exc:
         from datagate.cli import console
 
+        if _state["signal"]:  # e.g. the worker pool breaking as the signal reached it too
+            return _interrupted()
+        if isinstance(exc, DatagateError):
+            console.error(exc.message, exc.hint)
+            return exc.exit_code
         if _state["debug"]:
             traceback.print_exc()
         console.error(f"internal error: {type(exc).__name__}: {exc}")
         console.err.print("  this is a bug in datagate; re-run with --debug for a traceback")
         return ExitCode.INTERNAL
+    if _state["signal"] or result == ExitCode.INTERRUPTED:
+        return _interrupted()  # typer returns 130 for a KeyboardInterrupt it caught
     return int(result) if isinstance(result, int) else ExitCode.OK
-
-
-def run() -> None:
-    sys.exit(main())

@@ -1,12 +1,22 @@
-"""Terminal output (rich): progress and messages on stderr, results on stdout."""
+r"""Terminal output (rich): progress and messages on stderr, results on stdout.
+
+Everything printed may carry values from the data (file names, captions, paths in error
+messages), so nothing from the data reaches the terminal as is: control characters (ANSI
+escape sequences, carriage returns, bidirectional overrides) are shown escaped, as ``\x1b``,
+by the consoles themselves (:class:`SafeConsole`), whatever a caller prints; and values are
+inserted as plain text, never as rich markup (:func:`markup` for templates that style).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,13 +28,64 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from datagate.contract import Report, ScanMeta
 
-out = Console()
-err = Console(stderr=True)
+#: C0 and C1 controls, DEL, and the invisible characters that reorder or hide text
+#: (bidirectional overrides and isolates, zero-width and line/paragraph separators)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_UNSAFE_KEEP_NEWLINE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
+)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in "\t\n\r":
+        return {"\t": "\\t", "\n": "\\n", "\r": "\\r"}[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(value: object, *, newlines: bool = False) -> str:
+    r"""``value`` as text safe to print: control and invisible characters escaped (``\x1b``,
+    ``\n``, ``\u202e``); with ``newlines``, line breaks are kept."""
+    text = str(value)
+    return (_UNSAFE_KEEP_NEWLINE if newlines else _UNSAFE).sub(_escaped, text)
+
+
+def markup(template: str, *values: object) -> Text:
+    """Rich ``template`` (``"scan table: [bold]{}[/]"``) with ``values`` inserted as plain
+    text: markup in a value (``[red]`` in a file name) is shown, not interpreted. Non-string
+    values keep their format spec (``{:,}``)."""
+    safe = [escape(clean(v)) if isinstance(v, str) else v for v in values]
+    return Text.from_markup(template.format(*safe))
+
+
+class SafeConsole(Console):
+    """A rich console that never writes a control character it did not generate itself.
+
+    Every renderable (strings, Text, tables, the progress bar) ends as segments; rich's own
+    cursor and style codes are control segments or styles, so escaping the text of the others
+    leaves formatting intact while data cannot move the cursor, recolour or rewrite the line.
+    """
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            text = segment.text
+            if segment.control is None and _UNSAFE_KEEP_NEWLINE.search(text):
+                yield Segment(clean(text, newlines=True), segment.style, None)
+            else:
+                yield segment
+
+
+out = SafeConsole()
+err = SafeConsole(stderr=True)
 
 
 class _RateColumn(ProgressColumn):
@@ -107,47 +168,35 @@ def hook_summary(report: Report, images: int, cached: int, computed: int, second
     )
     for r in report["rules"]:
         if r["scope"] == "dataset" and r["passed"] is False:
-            out.print(f"  ✗ {r['id']}: {r['message']}", highlight=False, soft_wrap=True)
+            out.print(Text(f"  ✗ {r['id']}: {clean(r['message'])}"), soft_wrap=True)
         elif r["scope"] == "image" and r["rejected"]:
-            out.print(f"  · {r['id']}: {r['message']}", highlight=False, soft_wrap=True)
-    out.print(f"  report: {report['outputs']['report_md']}", highlight=False, soft_wrap=True)
+            out.print(Text(f"  · {r['id']}: {clean(r['message'])}"), soft_wrap=True)
+    out.print(Text(f"  report: {clean(report['outputs']['report_md'])}"), soft_wrap=True)
 
 
-def error(message: str) -> None:
+def error(message: str, hint: str | None = None) -> None:
+    """``error: message`` on stderr. A message of several lines (a rules file's problems)
+    keeps them, each further line indented, so no value can start a line of its own."""
     # soft_wrap: the terminal wraps long lines itself, and logs and pipes keep each
     # message on one line so it can be searched for.
-    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    first, *rest = message.split("\n")
+    err.print(Text("error: ", style="bold red") + Text(clean(first)), soft_wrap=True)
+    for line in rest:
+        err.print(Text(clean(line if line.startswith(" ") else f"  {line}")), soft_wrap=True)
+    if hint:
+        err.print(Text(f"  hint: {clean(hint)}"), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
-
-
-def scan_summary(meta: ScanMeta, out_dir: str) -> None:
-    c, t = meta["counts"], meta["timing"]
-    out.print(
-        f"[bold green]scanned[/] {c['images']:,} images in {c['shards']:,} shards "
-        f"({t['seconds']:.1f} s, {t['images_per_second'] or 0:,.0f} img/s, "
-        f"{t['chunks_resumed']} chunks resumed) · {c['errors']:,} unreadable · "
-        f"{c['skipped_files']:,} files skipped",
-        soft_wrap=True,
-    )
-    out.print(f"scan table: [bold]{out_dir}/images.parquet[/]", soft_wrap=True)
-    embedder = meta.get("embedder")
-    if embedder:
-        out.print(
-            f"embeddings: [bold]{out_dir}/embeddings.parquet[/] ({embedder['id']}, "
-            f"{embedder['dim']} dims, {embedder['computed']:,} computed on {embedder['device']}, "
-            f"{embedder['cache_hits']:,} from cache)",
-            soft_wrap=True,
-            highlight=False,
-        )
+    r"""``warning: message`` on stderr, always one line (a line break in a value is shown as
+    ``\n``)."""
+    err.print(Text("warning: ", style="bold yellow") + Text(clean(message)), soft_wrap=True)
 
 
 def enforce_summary(report: Report) -> None:
     top_up = report.get("top_up")
     if top_up:
-        out.print(f"top-up: {top_up['message']}", highlight=False, soft_wrap=True)
+        out.print(Text(f"top-up: {clean(top_up['message'])}"), soft_wrap=True)
     table = Table(title=None, show_edge=False, header_style="bold")
     table.add_column("rule")
     table.add_column("scope")
@@ -160,18 +209,26 @@ def enforce_summary(report: Report) -> None:
         else:
             result = "pass" if r["passed"] else "FAIL"
             style = "green" if r["passed"] else "bold red"
-        table.add_row(r["id"], r["scope"], Text(result, style=style), r["message"])
+        table.add_row(
+            Text(clean(r["id"])), r["scope"], Text(result, style=style), Text(clean(r["message"]))
+        )
     out.print(table)
     c = report["counts"]
     verdict = report["verdict"]
     colour = "green" if verdict == "pass" else "red"
     out.print(
-        f"[bold {colour}]{verdict.upper()}[/] · {c['images']:,} images · {c['kept']:,} kept · "
-        f"{c['rejected']:,} rejected"
+        markup(
+            f"[bold {colour}]{{}}[/] · {{:,}} images · {{:,}} kept · {{:,}} rejected",
+            verdict.upper(),
+            c["images"],
+            c["kept"],
+            c["rejected"],
+        )
     )
     o = report["outputs"]
-    out.print(f"manifests: {o['kept']}, {o['rejected']}")
-    out.print(f"report: {o['report_md']} · {o.get('report_html')} (json: {o['report_json']})")
+    reports = f"{o['report_md']} · {o.get('report_html')} (json: {o['report_json']})"
+    out.print(Text(clean(f"manifests: {o['kept']}, {o['rejected']}")), soft_wrap=True)
+    out.print(Text(clean(f"report: {reports}")), soft_wrap=True)
 
 
 def _pct(value: float | None) -> str:
@@ -183,8 +240,13 @@ def detector_metrics(title: str, m: dict[str, Any], head: Any) -> None:
     auc = "n/a (one class only)" if m["auc"] is None else f"{m['auc']:.3f}"
     at = m["tpr_at_fpr"]
     out.print(
-        f"[bold]{title}[/] on {m['n_real']:,} real + {m['n_synthetic']:,} synthetic images "
-        f"({head.embedder})",
+        markup(
+            "[bold]{}[/] on {:,} real + {:,} synthetic images ({})",
+            title,
+            m["n_real"],
+            m["n_synthetic"],
+            head.embedder,
+        ),
         soft_wrap=True,
         highlight=False,
     )

@@ -61,27 +61,59 @@ def enforce(
             show_default=False,
         ),
     ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            "--ledger",
+            help="Record this run in a provenance ledger (default: .datagate/ledger when it "
+            "exists; `datagate keygen` creates it); its recorded models set their outputs' "
+            "generation.",
+            show_default=False,
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Signing key for the ledger entry and attestation.intoto.json (default "
+            "$DATAGATE_LEDGER_KEY, else ~/.config/datagate/ledger.key when it exists).",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
     """Apply rules to a scan: write kept/rejected manifests and reports; exit 1 on failure."""
     import datagate
     from datagate.cli import console
+    from datagate.gate import default_out
+    from datagate.io import output_lock
 
-    result = datagate.enforce(
-        scan_dir,
-        rules,
-        out=out,
-        min_human=min_human,
-        max_rejected_fraction=max_rejected_fraction,
-        reference=reference,
-        overrides=overrides_file,
-        reserves=reserve or (),
-    )
+    out = out if out is not None else default_out(scan_dir)
+    with output_lock(out.resolve()):  # one writer per folder; exit 2 if it cannot be written
+        result = datagate.enforce(
+            scan_dir,
+            rules,
+            out=out,
+            min_human=min_human,
+            max_rejected_fraction=max_rejected_fraction,
+            reference=reference,
+            overrides=overrides_file,
+            reserves=reserve or (),
+            ledger=ledger,
+            key=key,
+        )
     if json_output:
         console.print_json(console.enforce_json(result.report))
     elif not quiet:
         console.enforce_summary(result.report)
+        for note in result.notes:
+            console.out.print(console.markup("[dim]note: {}[/]", note), soft_wrap=True)
+        if result.entry is not None:
+            console.out.print(
+                console.markup("ledger: entry #{} ({})", result.entry.seq, result.entry.hash[:16]),
+                soft_wrap=True,
+            )
     return ExitCode.OK if result.passed else ExitCode.GATE_FAILED
 
 
@@ -97,11 +129,15 @@ def report(
 ) -> int:
     """Re-render report.md and report.html from a scan and its decisions (nothing recomputed)."""
     from datagate.cli import console
-    from datagate.gate import rerender
+    from datagate.gate import default_out, rerender
+    from datagate.io import output_lock
 
-    result = rerender(scan_dir, out)
+    out = out if out is not None else default_out(scan_dir)
+    with output_lock(out.resolve()):
+        result = rerender(scan_dir, out)
     outputs = result["outputs"]
     console.out.print(
-        f"report: {outputs['report_md']}, {outputs.get('report_html')}", soft_wrap=True
+        console.markup("report: {}, {}", outputs["report_md"], str(outputs.get("report_html"))),
+        soft_wrap=True,
     )
     return ExitCode.OK

@@ -65,7 +65,9 @@ LabelsOption = Annotated[
         "relative to the CSV. Its images are read from PATHS, or from the CSV's folder.",
     ),
 ]
-WorkersOption = Annotated[int, typer.Option(help="Worker processes for decoding.")]
+WorkersOption = Annotated[
+    int, typer.Option(help="Worker processes for decoding (0: one per core).", min=0)
+]
 LabelledPathsArg = Annotated[
     list[Path] | None,
     typer.Argument(help="Inputs labelled by --labels.", show_default=False),

@@ -30,7 +30,8 @@ def rules_validate(
             for line in str(exc).splitlines():
                 console.error(line)
         else:
-            console.out.print(f"[green]ok[/] {file}: {len(policy.rules)} rules")
+            n = len(policy.rules)
+            console.out.print(f"[green]ok[/] {file}: {n} {'rule' if n == 1 else 'rules'}")
     return ExitCode.USAGE if failed else ExitCode.OK
 
 

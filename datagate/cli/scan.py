@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +25,10 @@ from datagate.scanner.defaults import (
     DEFAULT_SCAN_DIR,
     DEFAULT_SIGNALS,
 )
+from datagate.words import plural
+
+if TYPE_CHECKING:
+    from datagate.contract import ScanMeta
 
 
 @app.command()
@@ -95,7 +99,8 @@ def scan(
     Writes OUT/images.parquet (integrity, hashes, quality, provenance), OUT/embeddings.parquet
     (one vector per decodable image) and OUT/meta.json. Re-running the same command resumes an
     interrupted scan and skips finished work. Vectors (and, with --cache-rows, rows) are kept
-    in the cache store by content; `datagate cache info` shows it.
+    in the cache store by content; `datagate cache info` shows it. Finding no image at all
+    is a warning on stderr, not a failure (exit 0).
     """
     import os
 
@@ -130,21 +135,55 @@ def scan(
         for path, reason in result.skipped[:20]:
             console.warn(f"skipped {path}: {reason}")
         if len(result.skipped) > 20:
-            console.warn(f"... and {len(result.skipped) - 20} more skipped files (see meta.json)")
-        console.scan_summary(result.meta, str(out))
-    return ExitCode.OK
+            more = len(result.skipped) - 20
+            console.warn(f"... and {plural(more, 'more skipped path')} (see meta.json)")
+        _summary(result.meta, str(out))
+    if result.meta["counts"]["images"] == 0:
+        from datagate.scanner.readers.base import IMAGE_SUFFIXES
 
-
-@app.command()
-def signals() -> int:
-    """List the signal families a scan can compute, with their columns and versions."""
-    from datagate.cli import console
-    from datagate.scanner.signals import SIGNALS
-
-    for name, signal in SIGNALS.items():
-        default = " (default)" if name in DEFAULT_SIGNALS else ""
-        columns = ", ".join(f.name for f in signal.fields)
-        console.out.print(
-            f"{name} v{signal.version}{default}: {columns}", soft_wrap=True, highlight=False
+        inputs = ", ".join(str(p) for p in paths)
+        console.warn(
+            f"no images found in {inputs} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+            "files, .tar/.tar.gz/.tgz shards and .parquet files); the scan table is empty"
         )
     return ExitCode.OK
+
+
+def _summary(meta: ScanMeta, out_dir: str) -> None:
+    """The scan's summary on stdout, counts in the singular when they are one."""
+    from datagate.cli import console
+
+    c, t = meta["counts"], meta["timing"]
+    console.out.print(
+        console.markup(
+            "[bold green]scanned[/] {} in {} ({:.1f} s, {:,.0f} img/s, {} resumed) · "
+            "{:,} unreadable · {} skipped",
+            plural(c["images"], "image"),
+            plural(c["shards"], "shard"),
+            t["seconds"],
+            t["images_per_second"] or 0,
+            plural(t.get("chunks_resumed", 0), "chunk"),
+            c["errors"],
+            plural(c["skipped_files"], "path"),
+        ),
+        soft_wrap=True,
+    )
+    console.out.print(
+        console.markup("scan table: [bold]{}/images.parquet[/]", out_dir), soft_wrap=True
+    )
+    embedder = meta.get("embedder")
+    if embedder:
+        console.out.print(
+            console.markup(
+                "embeddings: [bold]{}/embeddings.parquet[/] ({}, {} dims, {:,} computed on {}, "
+                "{:,} from cache)",
+                out_dir,
+                embedder["id"],
+                embedder["dim"],
+                embedder["computed"],
+                embedder["device"],
+                embedder["cache_hits"],
+            ),
+            soft_wrap=True,
+            highlight=False,
+        )

@@ -11,10 +11,10 @@
   repeated), 1 for a set spread evenly over every direction it can span, does not depend on
   n once n is above d and well above the effective number of items (a random subsample of a
   dataset gets the same index), is comparable between a handful of photographs and a
-  dataset (a floor of 0.6 means the same for both), and falls as a dataset collapses onto fewer modes (images replaced by
-  near-copies of a few others). Replacing images by near-copies of *random* others keeps
-  the distribution, and so the index, unchanged: exact and near duplicates are the job of
-  the duplicate rules, not of this index.
+  dataset (a floor of 0.6 means the same for both), and falls as a dataset collapses onto
+  fewer modes (images replaced by near-copies of a few others). Replacing images by
+  near-copies of *random* others keeps the distribution, and so the index, unchanged:
+  exact and near duplicates are the job of the duplicate rules, not of this index.
 * **Mean pairwise cosine distance** in O(n·d): 1 - (||sum x_i||^2 - n) / (n(n - 1)).
 * **Cluster coverage**: the share of k-means clusters (fitted on a reference set, e.g. the
   scanned set) that still hold at least one image of a subset (e.g. the kept set).

@@ -6,7 +6,9 @@ Evidence is read, never inferred from pixels:
   ``digitalSourceType`` of the active manifest's actions and of every other manifest in the
   store (ingredients). Remote manifests are never fetched: a file that only points to one
   is recorded as ``remote`` (unverified).
-* **XMP**: IPTC ``Iptc4xmpExt:DigitalSourceType``, ``xmp:CreatorTool``, ``dcterms:provenance``.
+* **XMP** (parsed as RDF/XML by :mod:`datagate.provenance.xmp`, defused against entity
+  expansion): IPTC ``Iptc4xmpExt:DigitalSourceType``, ``xmp:CreatorTool``, ``tiff:Software``,
+  ``dcterms:provenance``. An unreadable packet is a row note, never a crash.
 * **EXIF**: Software, Make/Model, ImageDescription, UserComment, MakerNote, Artist.
 * **Generator metadata**: PNG text chunks of AUTOMATIC1111 (``parameters``), ComfyUI
   (``prompt``/``workflow``, also in WEBP EXIF Make/Model), InvokeAI (``invokeai_metadata``,
@@ -15,10 +17,14 @@ Evidence is read, never inferred from pixels:
 * **Sidecars**: WebDataset ``.json`` keys ``origin``, ``ai_generated``/``is_synthetic``,
   ``digital_source_type``, ``generator``/``model`` (see :data:`SIDECAR_KEYS`).
 
+A generation tool named anywhere (a sidecar's ``generator``/``model``, XMP CreatorTool,
+EXIF Software, a PNG ``Software``/``Source`` text chunk, a C2PA claim generator) is
+synthetic evidence, whatever else the file declares; the disagreement is a conflict.
+
 Verdict (documented precedence): each piece of evidence says ``human``, ``synthetic`` or
 nothing, with a strength. The strongest claims decide (definitive > strong > weak); when
 claims of equal top strength disagree, ``synthetic`` wins (a false "human" is the costly
-error), and any disagreement is recorded as a conflict. Strengths:
+error), and any disagreement is recorded as a conflict. Strengths as read:
 
 * definitive: a valid C2PA manifest from a trusted signer; generator metadata written by a
   generation tool (parameters, workflows, stealth metadata);
@@ -28,7 +34,18 @@ error), and any disagreement is recorded as a conflict. Strengths:
 * weak: camera EXIF (Make/Model, "DIGITAL CAMERA" descriptions) — trivially copied, so
   it never outweighs anything else; an AI source type found only in an ingredient.
 
-An invalid or tampered C2PA manifest says nothing (its codes are recorded as evidence).
+Unsigned human claims: anyone can write one XMP line or sidecar key, so a claim of *human*
+origin that no signature protects (every source but a valid C2PA manifest, and a reviewer's
+decision) weighs as ``weak`` when the verdict is decided (``unsigned_human="weak"``, the
+default and the policies' ``unsigned_human`` key); ``"strong"`` keeps the strengths as
+read. Synthetic claims keep their strength: a false "human" is the costly error. The
+evidence JSON keeps the strengths as read, so a policy can decide again.
+
+Tampering: a C2PA manifest that fails an integrity check (a ``*.mismatch`` code such as
+``assertion.dataHash.mismatch``: the file changed after signing) says nothing itself, marks
+the verdict ``tampered``, caps every human claim of the file at ``weak`` and records a
+conflict when there is one. Other invalid manifests (expired or unknown credentials) say
+nothing and are recorded.
 """
 
 from __future__ import annotations
@@ -36,8 +53,11 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from datagate.provenance import rights as R
+from datagate.provenance import xmp as X
 
 STRENGTH_RANK = {"weak": 1, "strong": 2, "definitive": 3}
 IPTC_PREFIX = "http://cv.iptc.org/newscodes/digitalsourcetype/"
@@ -94,6 +114,19 @@ SIDECAR_KEYS = (
     "model",
 )
 MAX_TEXT = 1 << 20  # text chunks larger than this are not parsed (recorded as oversized)
+#: Sources whose human claims a signature protects (``review``: the policy's own reviewers).
+SIGNED_SOURCES = frozenset({"c2pa", "review"})
+#: C2PA failure codes that mean the file or manifest changed after signing (besides every
+#: code ending in ``.mismatch``).
+TAMPER_CODES = frozenset(
+    {
+        "assertion.missing",
+        "assertion.hashedURI.missing",
+        "assertion.dataHash.malformed",
+        "claimSignature.missing",
+    }
+)
+UnsignedHuman = Literal["weak", "strong"]
 
 _EXIF = {
     "make": 0x010F,
@@ -116,6 +149,15 @@ class Evidence:
     detail: str
     generator: str | None = None
     error: bool = False
+    tampered: bool = False  # a C2PA manifest whose integrity checks fail
+
+    def weighed(self, unsigned_human: UnsignedHuman, tampered: bool) -> str:
+        """The strength this evidence decides with (see the module docstring)."""
+        if self.says != "human" or self.source == "review":
+            return self.strength
+        if tampered or (unsigned_human == "weak" and self.source not in SIGNED_SOURCES):
+            return "weak"
+        return self.strength
 
 
 @dataclass(frozen=True)
@@ -125,30 +167,41 @@ class Verdict:
     generator: str | None
     conflict: bool
     evidence: tuple[Evidence, ...]
+    tampered: bool = False
 
     def evidence_json(self) -> str | None:
         return json.dumps([asdict(e) for e in self.evidence]) if self.evidence else None
 
 
-def decide(evidence: list[Evidence]) -> Verdict:
-    """Reduce evidence to one verdict by the documented precedence."""
-    claims = [e for e in evidence if e.says in ("human", "synthetic")]
+def decide(evidence: list[Evidence], unsigned_human: UnsignedHuman = "weak") -> Verdict:
+    """Reduce evidence to one verdict by the documented precedence; ``unsigned_human``
+    says what an unsigned claim of human origin weighs."""
+    tampered = any(e.tampered for e in evidence)
+    claims = [(e, e.weighed(unsigned_human, tampered)) for e in evidence]
+    claims = [(e, s) for e, s in claims if e.says in ("human", "synthetic")]
+    generator = _generator(evidence)
     if not claims:
-        return Verdict("unknown", None, _generator(evidence), False, tuple(evidence))
-    top = max(STRENGTH_RANK[e.strength] for e in claims)
-    leading = [e for e in claims if STRENGTH_RANK[e.strength] == top]
+        return Verdict("unknown", None, generator, False, tuple(evidence), tampered)
+    top = max(STRENGTH_RANK[s] for _, s in claims)
+    leading = [e for e, s in claims if STRENGTH_RANK[s] == top]
     origin = "synthetic" if any(e.says == "synthetic" for e in leading) else "human"
-    conflict = len({e.says for e in claims}) > 1
+    says = {e.says for e, _ in claims}
+    conflict = len(says) > 1 or (tampered and "human" in says)
     strength = next(s for s, r in STRENGTH_RANK.items() if r == top)
-    return Verdict(origin, strength, _generator(evidence), conflict, tuple(evidence))
+    return Verdict(origin, strength, generator, conflict, tuple(evidence), tampered)
 
 
 def _generator(evidence: list[Evidence]) -> str | None:
-    ranked = sorted(
-        (e for e in evidence if e.generator and e.says == "synthetic"),
-        key=lambda e: -STRENGTH_RANK[e.strength],
-    )
-    return ranked[0].generator if ranked else None
+    """The strongest synthetic claim's generator, else any generator the file names (so that
+    a policy's ``reject_generators`` sees a generator even where origin says human)."""
+    for synthetic in (True, False):
+        ranked = sorted(
+            (e for e in evidence if e.generator and (e.says == "synthetic") == synthetic),
+            key=lambda e: -STRENGTH_RANK[e.strength],
+        )
+        if ranked:
+            return ranked[0].generator
+    return None
 
 
 def _source_type(value: str | None) -> str | None:
@@ -185,6 +238,8 @@ class C2paResult:
     trusted: bool | None = None
     error: str | None = None
     agent: str | None = None  # softwareAgent of the action declaring a synthetic source type
+    tampered: bool = False  # integrity checks fail: the file changed after signing
+    rights: R.Rights = field(default_factory=R.Rights)  # the training-mining assertion
 
 
 _MIME = {
@@ -213,9 +268,9 @@ def _c2pa_context() -> Any:
     return _context
 
 
-def read_c2pa(data: bytes, fmt: str | None, xmp: str | None) -> C2paResult:
+def read_c2pa(data: bytes, fmt: str | None, xmp: str | X.Xmp | None) -> C2paResult:
     """Read and validate an embedded C2PA manifest store without any network access."""
-    remote = _remote_manifest(xmp)
+    remote = _remote_manifest(X.parse(xmp) if isinstance(xmp, str) else xmp)
 
     def nothing_embedded() -> C2paResult:
         if remote is None:
@@ -250,11 +305,15 @@ def read_c2pa(data: bytes, fmt: str | None, xmp: str | None) -> C2paResult:
     return _summarise_store(store)
 
 
-def _remote_manifest(xmp: str | None) -> str | None:
-    if not xmp:
+def _remote_manifest(xmp: X.Xmp | None) -> str | None:
+    if xmp is None:
         return None
-    m = re.search(r"dcterms:provenance(?:=\"|>)\s*(https?://[^\"<\s]+)", xmp)
-    return m.group(1) if m else None
+    value = xmp.get(X.DCTERMS, "provenance")
+    return value if value and value.lower().startswith(("http://", "https://")) else None
+
+
+def is_tamper_code(code: str) -> bool:
+    return code.endswith(".mismatch") or code in TAMPER_CODES
 
 
 def _manifest_source_types(manifest: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -317,8 +376,17 @@ def _summarise_store(store: dict[str, Any]) -> C2paResult:
     synthetic = [(c, a) for c, a in active_types if c in SYNTHETIC_SOURCE_TYPES]
     chosen = synthetic[0] if synthetic else (active_types[0] if active_types else (None, None))
     agent = next((a for _, a in synthetic if a), None)
+    tampered = state == "invalid" and any(is_tamper_code(c) for c in codes)
     return C2paResult(
-        state, codes, generator, chosen[0], sorted(set(ingredient_types)), trusted, agent=agent
+        state,
+        codes,
+        generator,
+        chosen[0],
+        sorted(set(ingredient_types)),
+        trusted,
+        agent=agent,
+        tampered=tampered,
+        rights=R.from_manifest(active),
     )
 
 
@@ -333,6 +401,9 @@ def c2pa_evidence(result: C2paResult) -> list[Evidence]:
         ]
     codes = ", ".join(result.codes) or "no validation failures"
     if result.state == "invalid":
+        if result.tampered:
+            detail = f"tampered: invalid manifest ({codes}), the file changed after signing"
+            return [Evidence("c2pa", None, "weak", detail, tampered=True)]
         return [Evidence("c2pa", None, "weak", f"invalid manifest ({codes}); not counted")]
     strength = "definitive" if result.trusted else "strong"
     trust = "trusted signer" if result.trusted else "signer not on a trust list"
@@ -397,18 +468,12 @@ def _text(value: Any) -> str | None:
     return str(value).strip()
 
 
-def _xmp_text(info: dict[str, Any]) -> str | None:
+def xmp_text(info: dict[str, Any]) -> str | None:
+    """The XMP packet Pillow found (JPEG APP1, PNG iTXt, WEBP, TIFF), as text."""
     xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
     if isinstance(xmp, bytes):
         return xmp.decode("utf-8", "replace")
     return xmp if isinstance(xmp, str) else None
-
-
-def _xmp_value(xmp: str, name: str) -> str | None:
-    m = re.search(rf"{name}=\"([^\"]*)\"", xmp) or re.search(
-        rf"<{name}>\s*([^<]*?)\s*</{name}>", xmp
-    )
-    return m.group(1) if m else None
 
 
 def _ckpt_from_comfy(prompt: str) -> str | None:
@@ -482,6 +547,12 @@ def metadata_evidence(
         text.get("Source") or ""
     ).lower():
         out.append(Evidence("png-text", "synthetic", "definitive", "NovelAI metadata", "NovelAI"))
+    else:
+        for key in ("Software", "Source"):
+            tool = ai_tool(text.get(key))
+            if tool is not None:
+                detail = f"text chunk {key} names {tool}"
+                out.append(Evidence("png-text", "synthetic", "strong", detail, tool))
 
     stealth = _stealth_pnginfo(alpha_lsb)
     if stealth is not None:
@@ -533,22 +604,32 @@ def metadata_evidence(
             out.append(Evidence("exif", "synthetic", "strong", f"EXIF {label} names {tool}", tool))
 
     # XMP
-    xmp = _xmp_text(info)
-    if xmp:
-        dst = _source_type(_xmp_value(xmp, "Iptc4xmpExt:DigitalSourceType"))
-        says = _says_for_source_type(dst)
-        if dst:
-            out.append(Evidence("xmp", says, "strong", f"IPTC DigitalSourceType {dst}"))
-        tool_name = _xmp_value(xmp, "xmp:CreatorTool")
-        tool = ai_tool(tool_name)
-        if tool is not None:
-            out.append(Evidence("xmp", "synthetic", "strong", f"CreatorTool {tool_name}", tool))
+    text_xmp = xmp_text(info)
+    if text_xmp:
+        out += xmp_evidence(X.parse(text_xmp))
 
     # camera capture (weak: trivially copied)
     camera_description = description and "digital camera" in description.lower()
     if (make and model) or camera_description:
         what = f"{make} {model}".strip() if make and model else description
         out.append(Evidence("camera", "human", "weak", f"camera EXIF: {what}"))
+    return out
+
+
+def xmp_evidence(packet: X.Xmp) -> list[Evidence]:
+    """IPTC DigitalSourceType and generation tools named in an XMP packet."""
+    if packet.error is not None:
+        return [Evidence("xmp", None, "weak", packet.error, error=True)]
+    out: list[Evidence] = []
+    dst = _source_type(packet.get(X.IPTC_EXT, "DigitalSourceType"))
+    if dst:
+        says = _says_for_source_type(dst)
+        out.append(Evidence("xmp", says, "strong", f"IPTC DigitalSourceType {dst}"))
+    for namespace, label in ((X.XMP, "CreatorTool"), (X.TIFF, "Software")):
+        for name in packet.values(namespace, label):
+            tool = ai_tool(name)
+            if tool is not None:
+                out.append(Evidence("xmp", "synthetic", "strong", f"{label} {name}", tool))
     return out
 
 
@@ -613,7 +694,13 @@ def sidecar_evidence(meta: dict[str, Any]) -> list[Evidence]:
             )
         )
     if generator and not any(e.says == "synthetic" for e in out):
-        out.append(Evidence("sidecar", None, "weak", f"sidecar generator={generator!r}", generator))
+        tool = ai_tool(generator)
+        if tool is not None:  # a named generation tool is synthetic evidence, whatever else
+            detail = f"sidecar generator={generator!r} names {tool}"
+            out.append(Evidence("sidecar", "synthetic", "strong", detail, generator))
+        else:
+            detail = f"sidecar generator={generator!r}"
+            out.append(Evidence("sidecar", None, "weak", detail, generator))
     return out
 
 

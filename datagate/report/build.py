@@ -156,7 +156,7 @@ def diversity_report(
     return {
         "measured": True,
         "embedder": vectors.embedder,
-        "definition": "index = log(Vendi score, q=1) / log(embedding dimension), in [0, 1]",
+        "definition": "index = log(Vendi score, q=1) / log(min(images, embedding dimension)), in [0, 1]",
         "overall": overall,
         "by_origin": {o: group(origin == o) for o in ("human", "synthetic", "unknown")},
         "by_shard": {str(name): group(shard == name) for name in sorted(largest.tolist())},

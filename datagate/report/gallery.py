@@ -83,6 +83,9 @@ def _read(
 GALLERY_SIZE = 12
 DUPLICATE_PAIRS = 8
 QUALITY_KEYS = QUALITY_MEASURES
+#: A kept image is borderline when a quality measure is within this fraction of a bound's
+#: magnitude from it (brightness max 0.98: 0.882 and up; blur min 20: up to 22).
+BORDERLINE_MARGIN = 0.10
 
 
 def select_galleries(
@@ -143,7 +146,8 @@ def select_galleries(
 
 
 def _borderline(report: Report, kept: pa.Table) -> list[dict[str, Any]]:
-    """Kept images whose quality measures are closest (relatively) to a rule's bound."""
+    """Kept images within :data:`BORDERLINE_MARGIN` of a quality bound (relative to the
+    bound), closest first; none when no kept image is that close."""
     bounds: list[tuple[str, float]] = []
     for rule in report["rules"]:  # every {min, max} bound on a quality measure
         for name in QUALITY_KEYS:
@@ -161,7 +165,8 @@ def _borderline(report: Report, kept: pa.Table) -> list[dict[str, Any]]:
         closer = np.nan_to_num(rel, nan=np.inf) < margin
         margin[closer] = rel[closer]
         which[closer] = [f"{name} {v:.3g} (bound {limit:g})" for v in values[closer]]
-    order = np.argsort(margin, kind="stable")[:GALLERY_SIZE]
+    close = np.flatnonzero(margin <= BORDERLINE_MARGIN)
+    order = close[np.argsort(margin[close], kind="stable")][:GALLERY_SIZE]
     rows = kept.select(["key", "shard", "member"]).take(pa.array(order)).to_pylist()
     return [
         {**r, "caption": f"{which[i]}: {r['key']}"}

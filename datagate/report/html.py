@@ -10,6 +10,8 @@ from html import escape
 from typing import Any
 
 from datagate.contract import Report
+from datagate.report.gallery import BORDERLINE_MARGIN
+from datagate.words import plural
 
 CSS = """
 :root{--ok:#1a7f37;--bad:#cf222e;--muted:#57606a;--line:#d0d7de;--bar:#0969da;--bar2:#bf8700}
@@ -118,7 +120,7 @@ def _synthetic_panel(syn: dict[str, Any]) -> str:
     return (
         f'<div class="panel" id="synthetic"><h3>Synthetic score</h3>'
         f"<p>Head {escape(str(syn['head']))} over {escape(str(syn['embedder']))}; held-out AUC "
-        f"{auc} on {held['images']:,} images. Decided by: {decided}.</p>{line}{inner}</div>"
+        f"{auc} on {plural(held['images'], 'image')}. Decided by: {decided}.</p>{line}{inner}</div>"
     )
 
 
@@ -127,8 +129,8 @@ def _top_up_panel(top_up: dict[str, Any] | None) -> str:
         return ""
     return (
         '<div class="panel" id="top-up"><h3>Top-up from reserve</h3>'
-        f"<p>{escape(top_up['message'])} ({top_up['candidates']:,} reserve images passed the "
-        "per-image rules).</p></div>"
+        f"<p>{escape(top_up['message'])} ({plural(top_up['candidates'], 'reserve image')} "
+        "passed the per-image rules).</p></div>"
     )
 
 
@@ -139,8 +141,8 @@ def _overrides_panel(found: dict[str, Any] | None) -> str:
     conflicts = len(found["conflicts"])
     return (
         '<div class="panel" id="overrides"><h3>Reviewed decisions</h3>'
-        f"<p>{found['decisions']:,} decisions; applied: {applied or 'none'}; "
-        f"{conflicts:,} images decided more than once (latest in force).</p></div>"
+        f"<p>{plural(found['decisions'], 'decision')}; applied: {applied or 'none'}; "
+        f"{plural(conflicts, 'image')} decided more than once (latest in force).</p></div>"
     )
 
 
@@ -178,7 +180,7 @@ def _reference_panel(ref: dict[str, Any]) -> str:
         f'<svg width="{width}" height="{height}" role="img" aria-label="reference measures">'
         f"{''.join(rows)}</svg>"
         f"<p>Fréchet distance: {escape(frechet)}. Bars: scanned (first), kept (second).</p>"
-        f'<p class="muted">{ref["reference_images"]:,} reference images from '
+        f'<p class="muted">{plural(ref["reference_images"], "reference image")} from '
         f"<code>{escape(str(ref['source']))}</code>, embedder "
         f"<code>{escape(str(ref['embedder']))}</code>, k={ref['k']}</p></div>"
     )
@@ -209,7 +211,8 @@ def _diversity_panel(div: dict[str, Any]) -> str:
         for label, n, i, kn, ki in rows
     )
     coverage = o["kept"].get("cluster_coverage")
-    note = f"; kept covers {coverage:.0%} of {o['kept']['clusters']} clusters" if coverage else ""
+    clusters = plural(o["kept"].get("clusters", 0), "cluster")
+    note = f"; kept covers {coverage:.0%} of {clusters}" if coverage else ""
     return (
         '<div class="panel" id="diversity"><h3>Diversity index (0 to 1)</h3>'
         "<table><thead><tr><th>set</th><th>scanned</th><th>index</th><th>kept</th><th>index</th>"
@@ -321,7 +324,7 @@ def render_html(report: Report, galleries: dict[str, list[dict[str, Any]]]) -> s
 <h2>Composition</h2><div class="charts">{"".join(charts)}</div>
 {_gallery("Rejected images", galleries.get("rejected", []), "Nothing was rejected.")}
 {_gallery("Duplicates (dropped copy, then the kept original)", galleries.get("duplicates", []), "No duplicates were found.")}
-{_gallery("Borderline kept images (closest to a quality threshold)", galleries.get("borderline", []), "No kept image is near a quality threshold.")}
+{_gallery(f"Borderline kept images (within {BORDERLINE_MARGIN:.0%} of a quality bound)", galleries.get("borderline", []), "No kept image is near a quality bound.")}
 <h2>Shards</h2>
 <table class="sortable" id="shards"><thead><tr><th>shard</th><th>images</th><th>kept</th><th>rejected</th>
 <th>unreadable</th></tr></thead><tbody>{shard_rows}</tbody></table>

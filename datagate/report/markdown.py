@@ -1,13 +1,70 @@
-"""report.md: a short Markdown summary fit for a pull-request comment or a dataset card."""
+"""report.md: a short Markdown summary fit for a pull-request comment or a dataset card.
+
+Every value that comes from the data or the policy (generator names, shard and file names,
+rule ids and messages, paths) goes through :func:`md` (prose) or :func:`md_code` (a code
+span): a hostile name cannot add a heading, a link, an image, HTML or a table cell.
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from datagate.contract import Report
 from datagate.rules import RULES
+from datagate.words import plural
 
 MD_SHARD_ROWS = 30
+
+#: control characters, and the line and paragraph separators Markdown treats as line breaks
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: ASCII punctuation that Markdown (CommonMark with GitHub's tables) gives a meaning inline
+_SPECIAL = re.compile(r"([\\`*_\[\]<>#|!~&])")
+#: what GitHub turns into a link even without brackets: ``scheme://`` and ``www.``
+_AUTOLINK = re.compile(r"(:)(?=//)|(?<=www)(\.)", re.IGNORECASE)
+#: what starts a block at the start of a line: ``- + =`` and ``1.`` / ``1)``
+_LINE_START = re.compile(r"^([-+=])|^(\d{1,9})([.)])(?=\s|$)")
+
+
+def _flat(value: Any) -> str:
+    """One line: control characters and line breaks become single spaces."""
+    return _CONTROL.sub(" ", str(value)).strip()
+
+
+def md(value: Any) -> str:
+    """A value from the data as literal Markdown text, safe in prose and in table cells
+    (and at the start of a line: no list item, setext underline or numbered list)."""
+    text = _SPECIAL.sub(r"\\\1", _flat(value))
+    text = _AUTOLINK.sub(lambda m: "\\" + m.group(0), text)
+    return _LINE_START.sub(lambda m: f"{m[2] or ''}\\{m[1] or m[3]}", text, count=1)
+
+
+def md_code(value: Any, *, cell: bool = True) -> str:
+    """A value from the data as a code span (nothing inside one is a link or markup).
+
+    The fence is one backtick longer than the longest run inside. In a table ``cell``, ``|``
+    is escaped: GitHub splits cells on it even inside code spans, and shows ``\\|`` as ``|``
+    there (outside a table it would show the backslash)."""
+    text = _flat(value)
+    if cell:
+        text = text.replace("|", "\\|")
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def policy_label(source: Any) -> str:
+    """The policy file as report.md shows it: relative to the working directory when inside
+    it, else its file name (an absolute path would leak the machine's layout into a PR)."""
+    path = Path(str(source))
+    if not path.is_absolute():
+        return str(source)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return path.name
 
 
 def _fmt(value: Any) -> str:
@@ -15,7 +72,7 @@ def _fmt(value: Any) -> str:
         return "—"
     if isinstance(value, float):
         return f"{value:.3g}"
-    return str(value)
+    return md(value)
 
 
 def render_markdown(report: Report) -> str:
@@ -26,7 +83,8 @@ def render_markdown(report: Report) -> str:
     lines = [
         f"## {icon} datagate: {verdict.upper()}",
         "",
-        f"**{c['images']:,}** images scanned · **{c['kept']:,}** kept · "
+        f"**{c['images']:,}** {'image' if c['images'] == 1 else 'images'} scanned · "
+        f"**{c['kept']:,}** kept · "
         f"**{c['rejected']:,}** rejected · **{c['errors']:,}** unreadable",
         "",
         "### Dataset rules",
@@ -39,13 +97,13 @@ def render_markdown(report: Report) -> str:
             continue
         result = "pass" if r["passed"] else "**FAIL**"
         lines.append(
-            f"| `{r['id']}` | {result} | {_fmt(r['value'])} | {_fmt(r['threshold'])} | "
-            f"{r['message']} |"
+            f"| {md_code(r['id'])} | {result} | {_fmt(r['value'])} | {_fmt(r['threshold'])} | "
+            f"{md(r['message'])} |"
         )
     lines += ["", "### Per-image rules", "", "| rule | rejected |", "|---|---|"]
     for r in report["rules"]:
         if r["scope"] == "image":
-            lines.append(f"| `{r['id']}` | {r['rejected']:,} |")
+            lines.append(f"| {md_code(r['id'])} | {r['rejected']:,} |")
     lines += _composition_markdown(report.get("composition", {}))
     lines += _diversity_markdown(report.get("diversity", {}))
     lines += _synthetic_markdown(report.get("synthetic", {}))
@@ -53,8 +111,8 @@ def render_markdown(report: Report) -> str:
     lines += _overrides_markdown(report.get("overrides"))
     top_up = report.get("top_up")
     if top_up:
-        passed = f"{top_up['candidates']:,} reserve images passed the per-image rules"
-        lines += ["", "### Top-up from reserve", "", f"{top_up['message']} ({passed}).", ""]
+        passed = f"{plural(top_up['candidates'], 'reserve image')} passed the per-image rules"
+        lines += ["", "### Top-up from reserve", "", f"{md(top_up['message'])} ({passed}).", ""]
     lines += nutrition_label(report)
     shards = report["shards"]
     lines += [
@@ -66,7 +124,7 @@ def render_markdown(report: Report) -> str:
     ]
     for s in shards[:MD_SHARD_ROWS]:
         lines.append(
-            f"| `{s['shard']}` | {s['images']:,} | {s['kept']:,} | {s['rejected']:,} | "
+            f"| {md_code(s['shard'])} | {s['images']:,} | {s['kept']:,} | {s['rejected']:,} | "
             f"{s['errors']:,} |"
         )
     if len(shards) > MD_SHARD_ROWS:
@@ -74,10 +132,10 @@ def render_markdown(report: Report) -> str:
     policy = report["policy"]
     lines += [
         "",
-        f"<sub>datagate {report['datagate_version']} · watermarks "
-        f"{report['scan'].get('watermark', {}).get('mode', 'off')} · "
-        f"policy `{policy.get('source')}` "
-        f"({policy.get('digest')}) · scan {report['scan'].get('created_at')}</sub>",
+        f"<sub>datagate {md(report['datagate_version'])} · watermarks "
+        f"{md(report['scan'].get('watermark', {}).get('mode', 'off'))} · "
+        f"policy {md_code(policy_label(policy.get('source')), cell=False)} "
+        f"({md(policy.get('digest'))}) · scan {md(report['scan'].get('created_at'))}</sub>",
         "",
     ]
     return "\n".join(lines)
@@ -95,14 +153,17 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
         n_kept, n_scanned = kept["origin"].get(origin, 0), scanned["origin"].get(origin, 0)
         lines.append(f"| {origin} | {n_kept:,} | {n_scanned:,} |")
     if scanned["evidence_source"]:
-        listed = ", ".join(f"{k} {v:,}" for k, v in scanned["evidence_source"].items())
+        listed = ", ".join(f"{md(k)} {v:,}" for k, v in scanned["evidence_source"].items())
         lines += ["", f"Evidence (images per source, scanned): {listed}."]
     if scanned["generator"]:
-        listed = ", ".join(f"`{k}` {v:,}" for k, v in scanned["generator"].items())
+        listed = ", ".join(
+            f"{md_code(k, cell=False)} {v:,}" for k, v in scanned["generator"].items()
+        )
         lines += [f"Generators (scanned): {listed}."]
     if scanned["conflicts"]:
         lines += [
-            f"Conflicting evidence on {scanned['conflicts']:,} images (resolved by precedence)."
+            f"Conflicting evidence on {plural(scanned['conflicts'], 'image')} "
+            "(resolved by precedence)."
         ]
     return lines
 
@@ -110,17 +171,18 @@ def _composition_markdown(comp: dict[str, Any]) -> list[str]:
 def _overrides_markdown(found: dict[str, Any] | None) -> list[str]:
     if not found:
         return []
-    applied = ", ".join(f"{k} {v:,}" for k, v in sorted(found["applied"].items())) or "none"
+    applied = ", ".join(f"{md(k)} {v:,}" for k, v in sorted(found["applied"].items())) or "none"
     lines = [
         "",
         "### Reviewed decisions",
         "",
-        f"{found['decisions']:,} decisions in the overrides file; applied to this scan: {applied}.",
+        f"{plural(found['decisions'], 'decision')} in the overrides file; applied to this "
+        f"scan: {applied}.",
     ]
     if found["conflicts"]:
         lines.append(
-            f"{len(found['conflicts']):,} images were decided more than once (the latest "
-            "decision is in force; listed in report.json)."
+            f"{plural(len(found['conflicts']), 'image was', 'images were')} decided more than "
+            "once (the latest decision is in force; listed in report.json)."
         )
     return lines
 
@@ -135,7 +197,9 @@ def _reference_markdown(ref: dict[str, Any]) -> list[str]:
         "",
         "### Against the reference (preserved human baseline)",
         "",
-        f"{ref['reference_images']:,} reference images, `{ref['embedder']}`, k={ref['k']}",
+        f"{plural(ref['reference_images'], 'reference image')}, "
+        f"{md_code(ref['embedder'], cell=False)}, "
+        f"k={ref['k']}",
         "",
         "| set | " + " | ".join(REFERENCE_MEASURES) + " |",
         "|---" * (len(REFERENCE_MEASURES) + 1) + "|",
@@ -157,19 +221,20 @@ def _synthetic_markdown(syn: dict[str, Any]) -> list[str]:
         "",
         "### Synthetic score",
         "",
-        f"Detector head `{syn['head']}` over `{syn['embedder']}` embeddings; held out on "
-        f"{held['images']:,} images: AUC {auc}, TPR {_fmt(held.get('tpr'))}, "
+        f"Detector head {md_code(syn['head'], cell=False)} over "
+        f"{md_code(syn['embedder'], cell=False)} embeddings; "
+        f"held out on {plural(held['images'], 'image')}: AUC {auc}, TPR {_fmt(held.get('tpr'))}, "
         f"FPR {_fmt(held.get('fpr'))} at threshold {_fmt(held.get('threshold'))}.",
         "",
         "P(synthetic) decided by: "
-        + ", ".join(f"{k} {v:,}" for k, v in syn["decided_by"].items())
+        + ", ".join(f"{md(k)} {v:,}" for k, v in syn["decided_by"].items())
         + ".",
         "",
         "| P(synthetic) | scanned | kept |",
         "|---|---|---|",
     ]
     for label, count in syn["scores_scanned"].items():
-        lines.append(f"| {label} | {count:,} | {syn['scores_kept'].get(label, 0):,} |")
+        lines.append(f"| {md(label)} | {count:,} | {syn['scores_kept'].get(label, 0):,} |")
     return lines
 
 
@@ -179,7 +244,7 @@ def _diversity_markdown(div: dict[str, Any]) -> list[str]:
         return [*lines, "Not measured: the scan has no embeddings (`datagate scan --model`)."]
     overall = div["overall"]
     lines += [
-        f"Embedder `{div['embedder']}`; {div['definition']}.",
+        f"Embedder {md_code(div['embedder'], cell=False)}; {md(div['definition'])}.",
         "",
         "| set | images | index | Vendi | mean cosine distance |",
         "|---|---|---|---|---|",
@@ -194,11 +259,11 @@ def _diversity_markdown(div: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"Kept images cover {overall['kept']['cluster_coverage']:.0%} of "
-            f"{overall['kept']['clusters']} k-means clusters of the scanned set.",
+            f"{plural(overall['kept']['clusters'], 'k-means cluster')} of the scanned set.",
         ]
     lines += ["", "| group | images | index | kept | kept index |", "|---|---|---|---|---|"]
-    groups = [(f"origin {k}", v) for k, v in div["by_origin"].items() if v["images"]]
-    groups += [(f"`{k}`", v) for k, v in div["by_shard"].items()]
+    groups = [(f"origin {md(k)}", v) for k, v in div["by_origin"].items() if v["images"]]
+    groups += [(md_code(k), v) for k, v in div["by_shard"].items()]
     for label, g in groups[: MD_SHARD_ROWS + 3]:
         lines.append(
             f"| {label} | {g['images']:,} | {_fmt(g['index'])} | {g['kept_images']:,} | "
@@ -214,7 +279,7 @@ def _diversity_label(report: Report) -> str:
     o = div["overall"]
     return (
         f"index {_fmt(o['kept']['index'])} kept, {_fmt(o['scanned']['index'])} scanned "
-        f"(`{div['embedder']}`)"
+        f"({md_code(div['embedder'])})"
     )
 
 
@@ -225,7 +290,7 @@ def _generation_label(counts: dict[str, int]) -> str:
     if not counts:
         return "not recorded (no provenance signal)"
     return ", ".join(
-        f"{'gen ' + k if k != 'unknown' else 'unknown'} {v:,}"
+        f"{'gen ' + md(k) if k != 'unknown' else 'unknown'} {v:,}"
         for k, v in sorted(counts.items(), key=lambda kv: (kv[0] == "unknown", kv[0]))
     )
 
@@ -239,7 +304,7 @@ def _share_label(report: Report) -> str:
     text = f"{est['share']:.1%}"
     if est["low"] != est["high"]:
         text += f" ({est['confidence']:.0%} interval {est['low']:.1%} to {est['high']:.1%})"
-    return f"{text}, {est['method']}"
+    return f"{text}, {md(est['method'])}"
 
 
 def nutrition_label(report: Report) -> list[str]:
@@ -270,16 +335,19 @@ def nutrition_label(report: Report) -> list[str]:
         f"| generation | {_generation_label(kept.get('generation', {}))} |",
         f"| human share | {_share_label(report)} |",
         "| source | "
-        + ", ".join(f"{k} {v:,}" for k, v in sorted(by_kind.items()))
-        + f" ({len(report['shards'])} shards) |",
+        + ", ".join(f"{md(k)} {v:,}" for k, v in sorted(by_kind.items()))
+        + f" ({plural(len(report['shards']), 'shard')}) |",
         "| generators | "
-        + (", ".join(f"`{k}` {v:,}" for k, v in list(generators.items())[:5]) or "none named")
+        + (
+            ", ".join(f"{md_code(k)} {v:,}" for k, v in list(generators.items())[:5])
+            or "none named"
+        )
         + " |",
         f"| diversity | {_diversity_label(report)} |",
         "| duplicates removed | "
-        + (", ".join(f"{k} {v:,}" for k, v in dup.items()) or "no duplicate rules")
+        + (", ".join(f"{md(k)} {v:,}" for k, v in dup.items()) or "no duplicate rules")
         + " |",
-        "| rules | " + ", ".join(f"`{r['id']}`" for r in report["rules"]) + " |",
-        f"| datagate | {report['datagate_version']} |",
+        "| rules | " + ", ".join(md_code(r["id"]) for r in report["rules"]) + " |",
+        f"| datagate | {md(report['datagate_version'])} |",
     ]
     return lines

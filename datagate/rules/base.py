@@ -144,6 +144,8 @@ class Rule(ConfigModel):
     id: str | None = None
     scope: ClassVar[Literal["image", "dataset"]] = "image"
     needs: ClassVar[frozenset[Need]] = frozenset()
+    #: scan-table columns the rule cannot judge without (see :meth:`required_columns`)
+    columns: ClassVar[frozenset[str]] = frozenset()
     #: reason code -> what it means (every code a verdict carries is declared here)
     codes: ClassVar[dict[str, str]] = {}
     #: whether the rule removes copies of kept images (reports list these as duplicates)
@@ -164,6 +166,10 @@ class Rule(ConfigModel):
 
     def apply(self, ctx: Context) -> Verdict:
         raise NotImplementedError
+
+    def required_columns(self) -> frozenset[str]:
+        """The columns this configuration reads: a scan without them cannot be judged."""
+        return self.columns
 
     @classmethod
     def doc(cls) -> str:

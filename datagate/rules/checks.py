@@ -26,6 +26,7 @@ class Decodable(Rule):
     """Reject images that cannot be read or decoded (the reason carries the decoder's error)."""
 
     rule: Literal["decodable"]
+    columns = frozenset({"decodable"})
     codes = {"not_decodable": "the file could not be read or decoded"}
 
     def apply(self, ctx: Context) -> Verdict:
@@ -40,6 +41,7 @@ class Dimensions(Rule):
     """Reject images narrower, shorter, wider or taller than the given pixel bounds."""
 
     rule: Literal["dimensions"]
+    columns = frozenset({"width", "height"})
     min_width: Annotated[int, Field(ge=1)] | None = None
     min_height: Annotated[int, Field(ge=1)] | None = None
     max_width: Annotated[int, Field(ge=1)] | None = None
@@ -66,6 +68,7 @@ class Formats(Rule):
     """Reject images whose decoded format is not in ``allow`` (case-insensitive; jpg = jpeg)."""
 
     rule: Literal["formats"]
+    columns = frozenset({"format"})
     allow: list[str]
     codes = {"format_not_allowed": "the image format is not in the allowed list"}
 
@@ -100,6 +103,9 @@ class QualityCheck(Rule):
     entropy: Range | None = None
     aspect_ratio: Range | None = None
     codes = {"quality_out_of_bounds": "a quality measure outside its range"}
+
+    def required_columns(self) -> frozenset[str]:
+        return frozenset(m for m in QUALITY_MEASURES if getattr(self, m) is not None)
 
     def apply(self, ctx: Context) -> Verdict:
         bounds: list[Bound] = []

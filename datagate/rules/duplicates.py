@@ -29,6 +29,7 @@ class ExactDuplicates(Rule):
     keep: Literal["first"] = "first"
     """Of each group: a copy with human evidence, then the first in scan order."""
     removes_duplicates = True
+    columns = frozenset({"sha256"})
     codes = {"exact_duplicate": "the same bytes as a kept image"}
 
     def apply(self, ctx: Context) -> Verdict:
@@ -45,9 +46,7 @@ class ExactDuplicates(Rule):
             # visit candidates in keep order (human evidence, then scan order): the first
             # of each hash in that order is its group's kept copy
             order = keep_preference(ctx, candidates, "first")
-            _, first_pos, inverse = np.unique(
-                codes[order], return_index=True, return_inverse=True
-            )
+            _, first_pos, inverse = np.unique(codes[order], return_index=True, return_inverse=True)
             kept_rows = candidates[order][first_pos]
             first_rows = np.empty_like(candidates)
             first_rows[order] = kept_rows[inverse]
@@ -78,24 +77,45 @@ class NearDuplicates(Rule):
     hash: Literal["dhash", "phash"] = "dhash"
     max_distance: Annotated[int, Field(ge=0, le=HAMMING_MAX)] = 6
     keep: Literal["largest", "first"] = "largest"
+    """Of each group: a copy with human evidence, then the largest (or first) image."""
+    confirm_distance: Annotated[int, Field(ge=0, le=HAMMING_MAX)] | None = None
+    """When set, a pair must also be within this many bits on the other perceptual hash
+    (pHash for dHash and vice versa): fewer chance matches between unrelated images at
+    millions of images, at the cost of copies only one hash sees."""
     removes_duplicates = True
     codes = {"near_duplicate": "a perceptual hash within max_distance of a kept image's"}
 
+    def required_columns(self) -> frozenset[str]:
+        other = "phash" if self.hash == "dhash" else "dhash"
+        return frozenset({self.hash} if self.confirm_distance is None else {self.hash, other})
+
     def apply(self, ctx: Context) -> Verdict:
         n = ctx.n
-        column = ctx.table.column(self.hash)
-        valid = ctx.kept & np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False))
+        other = "phash" if self.hash == "dhash" else "dhash"
+        columns = [self.hash] if self.confirm_distance is None else [self.hash, other]
+        valid = ctx.kept.copy()
+        for name in columns:
+            valid &= np.asarray(pc.is_valid(ctx.table.column(name)).to_numpy(zero_copy_only=False))
         rows = np.flatnonzero(valid)
         bad = np.zeros(n, dtype=bool)
         why = ctx.none()
         if rows.size < 2:
-            return Verdict(rejected=bad, details={"pairs": 0})
-        hashes = np.asarray(
-            column.take(pa.array(rows)).to_numpy(zero_copy_only=False), dtype=np.uint64
+            return Verdict(rejected=bad, details={"groups": 0})
+        hashes = [
+            np.asarray(
+                ctx.table.column(name).take(pa.array(rows)).to_numpy(zero_copy_only=False),
+                dtype=np.uint64,
+            )
+            for name in columns
+        ]
+        preference = keep_preference(ctx, rows, self.keep).astype(np.int64)
+        dropped, dup_of, dist = neardup.near_duplicates(
+            hashes[0],
+            self.max_distance,
+            preference,
+            confirm=hashes[1] if len(hashes) > 1 else None,
+            confirm_distance=self.confirm_distance or 0,
         )
-        i, j, d = neardup.near_pairs(hashes, self.max_distance)
-        preference = keep_preference(ctx, rows, self.keep)
-        dropped, dup_of, dist = neardup.greedy_keep(rows.size, i, j, d, preference.astype(np.int64))
         keys = ctx.text("key")
         originals = ctx.none()
         label = "dHash" if self.hash == "dhash" else "pHash"
@@ -112,7 +132,7 @@ class NearDuplicates(Rule):
             reasons=why,
             codes="near_duplicate",
             duplicate_of=originals,
-            details={"pairs": len(i)},
+            details={"groups": len(np.unique(dup_of[dropped])) if dropped.any() else 0},
         )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from datagate.contract import RuleOutcomeInfo
+from datagate.errors import InputError
 from datagate.rules.base import (
     BoolArray,
     Context,
@@ -83,6 +84,34 @@ def _params(rule: Rule) -> dict[str, Any]:
     return rule.model_dump(exclude={"id", "rule"}, exclude_none=True)
 
 
+def check_columns(table: pa.Table, policy: Policy) -> None:
+    """Refuse (exit 2) a scan that lacks a column some rule of ``policy`` reads."""
+    present = set(table.column_names)
+    problems = []
+    for index, rule in enumerate(policy.rules):
+        missing = sorted(rule.required_columns() - present)
+        if missing:
+            signals = _signals_of(missing)
+            problems.append(
+                f"rules[{index}] ({rule.rule_id}) reads {', '.join(map(repr, missing))}, which "
+                f"the scan does not have"
+                + (f" (measured by the {', '.join(signals)} signal)" if signals else "")
+            )
+    if problems:
+        raise InputError(
+            "the scan cannot be judged by this policy: " + "; ".join(problems),
+            hint="re-scan with those signals (datagate scan --signals ...), or drop the rules",
+        )
+
+
+def _signals_of(columns: list[str]) -> list[str]:
+    from datagate.scanner.signals import SIGNALS
+
+    return sorted(
+        name for name, cls in SIGNALS.items() if {f.name for f in cls.fields} & set(columns)
+    )
+
+
 def apply_policy(
     table: pa.Table,
     policy: Policy,
@@ -114,6 +143,7 @@ def apply_policy(
         decision.kept[mask] = False
         decision.rule_id[mask], decision.reason[mask] = rule_id, reasons[mask]
         decision.reason_code[mask] = code
+    check_columns(table, policy)
     ordered = [r for r in policy.rules if r.scope == "image"]
     ordered += [r for r in policy.rules if r.scope == "dataset"]
     for rule in ordered:

@@ -88,16 +88,29 @@ class MinHuman(Rule):
         dropped = 0 if verdict.rejected is None else int(verdict.rejected.sum())
         if verdict.rejected is not None:
             verdict.details["filtered"] = dropped
+        # Images with provenance that this rule does not count (weak human evidence, untrusted
+        # C2PA) count as unknown here, but are not "unknown origin" (max_unknown_origin and
+        # the report's composition count them by their provenance): say so apart.
+        now_kept = kept if verdict.rejected is None else kept & ~verdict.rejected
+        discounted = now_kept & (origin == "unknown") & (effective_origin(t) != "unknown")
+        n_discounted = int(discounted.sum())
+        unscored = estimate.unscored - int((discounted & np.isnan(score)).sum())
+        if n_discounted:
+            verdict.details["discounted"] = n_discounted
         counts = f"{c['human']:,} human, {c['synthetic']:,} synthetic"
         if model.usable:
             counts += (
                 f" by provenance; {estimate.scored:,} scored by the detector, of them "
                 f"~{estimate.scored_human or 0:,.0f} human"
             )
-            if estimate.unscored:
-                counts += f"; {estimate.unscored:,} unscored unknown origin"
+            if unscored:
+                counts += f"; {unscored:,} unscored unknown origin"
+            if n_discounted:
+                counts += f"; {self._discounted(n_discounted)}"
         else:
-            counts += f", {estimate.unscored:,} unknown origin"
+            counts += f", {unscored:,} unknown origin"
+            if n_discounted:
+                counts += f", {self._discounted(n_discounted)}"
         if "origin" not in t.column_names:
             counts += "; the scan has no provenance signal, so every image's origin is unknown"
         if model.note:
@@ -140,6 +153,16 @@ class MinHuman(Rule):
             f"{lead} {sign} {self.min:.0%} ({counts}; unscored unknown {_HOW[self.unknown]})"
         )
         return verdict
+
+    def _discounted(self, n: int) -> str:
+        """``2 counted as unknown (human evidence weaker than strong)``."""
+        why = []
+        if self.human_evidence != "weak":
+            why.append(f"human evidence weaker than {self.human_evidence}")
+        if self.untrusted_c2pa == "ignore":
+            why.append("C2PA from an untrusted signer")
+        because = " or ".join(why) or "provenance without a strength"
+        return f"{n:,} with provenance counted as unknown ({because})"
 
     def _passes(self, estimate: Any) -> bool:
         value = estimate.share if self.bound == "estimate" else estimate.low

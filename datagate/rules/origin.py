@@ -1,17 +1,24 @@
 """Origin: each row's origin as rules and reports count it, and the per-image provenance
-rules (required evidence, rejected generators, generations) and the unknown-origin ceiling."""
+rules (required evidence, rejected generators, tampered manifests, generations) and the
+unknown-origin ceiling.
+
+The scan stores every piece of evidence as read and a verdict weighed the default way
+(unsigned human claims weak); :func:`weigh_origins` decides the verdict columns again from
+the evidence under a policy's ``unsigned_human``, and :func:`effective_origin` re-decides
+human claims from the evidence so that a scan written before that default counts the same.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import json
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from datagate.provenance.evidence import STRENGTH_RANK, Evidence, decide
+from datagate.provenance.evidence import STRENGTH_RANK, Evidence, UnsignedHuman, decide
 from datagate.rules.base import (
     BoolArray,
     Context,
@@ -34,12 +41,73 @@ def _column(t: pa.Table, name: str) -> ObjArray:
     return np.asarray(t.column(name).to_numpy(zero_copy_only=False), dtype=object)
 
 
+#: Table metadata key recording the ``unsigned_human`` a table's verdicts were weighed with.
+WEIGHED_KEY = b"datagate.unsigned_human"
+
+
+def weighing(t: pa.Table) -> UnsignedHuman:
+    """The ``unsigned_human`` the table's verdict columns were decided with."""
+    value = (t.schema.metadata or {}).get(WEIGHED_KEY, b"weak").decode()
+    return cast(UnsignedHuman, value if value in ("weak", "strong") else "weak")
+
+
+def _evidence(raw: Any) -> list[Evidence]:
+    fields = set(Evidence.__dataclass_fields__)
+    return [Evidence(**{k: v for k, v in e.items() if k in fields}) for e in json.loads(raw)]
+
+
+def weigh_origins(t: pa.Table, unsigned_human: UnsignedHuman) -> pa.Table:
+    """Decide each row's verdict columns again from its evidence under ``unsigned_human``
+    (a policy's key): origin, origin_strength, generator, provenance_conflict, and a
+    generation read from human provenance. Applied before the rules judge a scan."""
+    if "evidence" not in t.column_names or "origin" not in t.column_names:
+        return t
+    evidence = _column(t, "evidence")
+    names = ("origin", "origin_strength", "generator", "provenance_conflict")
+    columns = {name: _objects(t, name) for name in names}
+    generation = _objects(t, "generation")
+    generation_source = _objects(t, "generation_source")
+    rows = [r for r, raw in enumerate(evidence.tolist()) if raw and '"human"' in raw]
+    for row in rows:
+        verdict = decide(_evidence(evidence[row]), unsigned_human)
+        columns["origin"][row], columns["origin_strength"][row] = verdict.origin, verdict.strength
+        columns["generator"][row] = verdict.generator
+        columns["provenance_conflict"][row] = verdict.conflict
+        strong = STRENGTH_RANK.get(verdict.strength or "", 0) >= STRENGTH_RANK["strong"]
+        from_human = generation_source[row] == "human provenance"
+        if verdict.origin == "human" and strong and generation[row] is None:
+            generation[row], generation_source[row] = 0, "human provenance"
+        elif from_human and not (verdict.origin == "human" and strong):
+            generation[row], generation_source[row] = None, None
+    out = t
+    updates: list[tuple[str, ObjArray]] = [(n, columns[n]) for n in names]
+    if "generation" in t.column_names and "generation_source" in t.column_names:
+        updates += [("generation", generation), ("generation_source", generation_source)]
+    for name, values in updates:
+        index = out.column_names.index(name)
+        field = out.schema.field(name)
+        out = out.set_column(index, field, pa.array(values.tolist(), field.type))
+    metadata = {**(out.schema.metadata or {}), WEIGHED_KEY: unsigned_human.encode()}
+    return out.replace_schema_metadata(metadata)
+
+
+def _objects(t: pa.Table, name: str) -> ObjArray:
+    """A column as Python objects with None for nulls (to_numpy turns null ints into NaN)."""
+    out = np.full(t.num_rows, None, dtype=object)
+    if name in t.column_names:
+        out[:] = t.column(name).to_pylist()
+    return out
+
+
 def effective_origin(t: pa.Table, rule: MinHuman | None = None) -> ObjArray:
     """Each row's origin: ``human``, ``synthetic`` or ``unknown``.
 
     Until a provenance signal is in the scan there is no ``origin`` column and every image
     is of unknown origin. ``rule`` may discount claims resting on untrusted C2PA signers and
-    human claims weaker than ``human_evidence``.
+    human claims weaker than ``human_evidence``; human claims are then decided again from
+    the evidence with the table's weighing (unsigned human claims weak unless a policy's
+    ``unsigned_human: strong`` was applied by :func:`weigh_origins`), so a scan stored
+    before that default was introduced counts the same as a new one.
     """
     n = t.num_rows
     if "origin" not in t.column_names:
@@ -48,14 +116,19 @@ def effective_origin(t: pa.Table, rule: MinHuman | None = None) -> ObjArray:
     if rule is None:
         return origin
     strength = _column(t, "origin_strength").copy()
+    evidence = _column(t, "evidence")
+    unsigned = weighing(t)
+    ignore = np.zeros(n, dtype=bool)
     if rule.untrusted_c2pa == "ignore" and "c2pa_trusted" in t.column_names:
         trusted = np.asarray(t.column("c2pa_trusted").fill_null(False).to_numpy(), dtype=bool)
-        untrusted = (_column(t, "c2pa_state") == "valid") & ~trusted
-        evidence = _column(t, "evidence")
-        for row in np.flatnonzero(untrusted).tolist():
-            items = [Evidence(**e) for e in json.loads(evidence[row] or "[]")]
-            verdict = decide([e for e in items if not (e.source == "c2pa" and e.says)])
-            origin[row], strength[row] = verdict.origin, verdict.strength
+        ignore = (_column(t, "c2pa_state") == "valid") & ~trusted
+    claims_human = np.array([bool(e) and '"human"' in e for e in evidence], dtype=bool)
+    for row in np.flatnonzero(ignore | claims_human).tolist():
+        items = _evidence(evidence[row] or "[]")
+        if ignore[row]:
+            items = [e for e in items if not (e.source == "c2pa" and e.says)]
+        verdict = decide(items, unsigned)
+        origin[row], strength[row] = verdict.origin, verdict.strength
     floor = STRENGTH_RANK[rule.human_evidence]
     weak_human = np.array(
         [o == "human" and STRENGTH_RANK.get(s or "", 0) < floor for o, s in zip(origin, strength)],
@@ -84,16 +157,26 @@ _MISSING = {
 @register
 class ProvenanceCheck(Rule):
     """Require provenance evidence (any, a valid C2PA manifest, or one from a trusted
-    signer), and reject images from generators matching ``reject_generators``."""
+    signer), reject images from generators matching ``reject_generators``, and optionally
+    images whose C2PA manifest shows the file changed after signing."""
 
     rule: Literal["provenance"]
     require: Literal["none", "evidence", "c2pa_valid", "c2pa_trusted"] = "none"
     reject_generators: list[str] = Field(default_factory=list)
-    """Case-insensitive shell patterns matched against the generator, e.g. ``*midjourney*``."""
+    """Case-insensitive shell patterns matched against the generator, e.g. ``*midjourney*``;
+    the generator is any the file or sidecar names, even where its origin says human."""
+    tampered: Literal["keep", "reject"] = "keep"
+    """Images whose C2PA manifest fails an integrity check (e.g. assertion.dataHash.mismatch:
+    changed after signing). Kept by default, their human claims count as weak evidence."""
     codes = {
         "provenance_missing": "the required provenance is absent",
         "generator_rejected": "made by a generator the policy rejects",
+        "c2pa_tampered": "the C2PA manifest shows the file changed after signing",
     }
+
+    def required_columns(self) -> frozenset[str]:
+        needed = {"origin", "c2pa_state", "generator"}
+        return frozenset(needed | ({"c2pa_tampered"} if self.tampered == "reject" else set()))
 
     def apply(self, ctx: Context) -> Verdict:
         n = ctx.n
@@ -115,17 +198,25 @@ class ProvenanceCheck(Rule):
             ],
             dtype=bool,
         )
-        bad = ctx.kept & (~required | banned)
+        tampered = ctx.flag("c2pa_tampered") & (self.tampered == "reject")
+        bad = ctx.kept & (~required | banned | tampered)
+        c2pa_codes = ctx.text("c2pa_codes")
 
         def reason(r: int) -> str:
             if banned[r]:
                 return f"generator {generator[r]!r} is rejected by the policy"
+            if tampered[r]:
+                codes = [] if c2pa_codes[r] is None else list(c2pa_codes[r])
+                failed = ", ".join(c for c in codes if "untrusted" not in c)
+                return f"C2PA manifest fails its integrity checks ({failed}): changed after signing"
             return (
                 f"{_MISSING[self.require]} (c2pa: {state[r] or 'absent'}, "
                 f"origin: {origin[r] or 'unknown'})"
             )
 
-        codes = np.where(banned, "generator_rejected", "provenance_missing").astype(object)
+        codes = np.where(
+            banned, "generator_rejected", np.where(tampered, "c2pa_tampered", "provenance_missing")
+        ).astype(object)
         return Verdict(rejected=bad, reasons=reasons(n, bad, reason), codes=codes)
 
 

@@ -2,8 +2,12 @@
 
 * The pixel count is checked from the header before any pixel is decoded, so a file that
   declares 24000x24000 costs microseconds, not gigabytes.
+* The decoded frame's bytes (pixels x the bytes Pillow holds per pixel of the mode) must fit
+  the decode budget (by default 4 bytes per allowed pixel), so memory per image is bounded.
 * JPEGs are decoded with libjpeg's DCT scaling (``Image.draft``) straight to the analysis
-  resolution; other formats are decoded fully and reduced by an integer factor.
+  resolution; other formats are decoded fully and reduced by an integer factor. Modes
+  Pillow cannot reduce (16-bit, palette, bilevel) are converted and reduced in strips, so
+  no full-size 8-bit or float copy is ever made.
 * EXIF orientation is applied, the first frame of animations is used, and every Pillow mode
   (CMYK, 16-bit, palette with transparency, grey, float) is normalised to 8-bit RGB.
 * Every failure raises :class:`DecodeError` with a message fit for a report row.
@@ -34,6 +38,16 @@ _ORIENTATION_TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _EXIF_ORIENTATION = 0x0112
+#: Bytes Pillow holds per pixel, by mode; every other mode holds 4.
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+#: Default decode budget per allowed pixel (the largest pixel Pillow holds).
+BUDGET_BYTES_PER_PIXEL = 4
+#: Modes ``Image.reduce`` cannot take: converted to RGB and reduced strip by strip.
+_STRIP_MODES = frozenset({"P", "PA", "1", "I;16", "I;16L", "I;16B", "I;16N"})
+#: Pixels converted at a time in the strip path.
+STRIP_PIXELS = 1024 * 1024
+#: 16-bit value -> the 8-bit value :func:`to_rgb` gives it (a table: no float copies).
+_LUT16 = np.clip(np.arange(65536, dtype=np.float64) * (255.0 / 65535.0), 0, 255).astype(np.uint8)
 
 
 class DecodeError(Exception):
@@ -99,10 +113,50 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """Bytes Pillow holds for a decoded ``mode`` frame of this size."""
+    return width * height * _PIXEL_BYTES.get(mode, 4)
+
+
+def _budget_message(mode: str, width: int, height: int, budget: int) -> str:
+    return (
+        f"image {width}x{height} in mode {mode} decodes to "
+        f"{decoded_bytes(mode, width, height) / 2**20:,.0f} MiB, over the "
+        f"{budget / 2**20:,.0f} MiB decode budget (raise --max-pixels to allow)"
+    )
+
+
+def reduce_in_strips(frame: Image.Image, factor: int) -> Image.Image:
+    """``to_rgb(frame).reduce(factor)``, computed a strip of rows at a time.
+
+    Strips start at multiples of ``factor``, so every reduction box lies in one strip and the
+    result equals the full-size computation pixel for pixel.
+    """
+    width, height = frame.size
+    rows = max(factor, STRIP_PIXELS // max(width, 1) // factor * factor)
+    sixteen = frame.mode.startswith("I;16")
+    # 16-bit: grey stays grey, and reducing L then widening to RGB equals reducing the RGB
+    out = Image.new("L" if sixteen else "RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = frame.crop((0, top, width, min(top + rows, height)))
+        converted = Image.fromarray(_LUT16[np.asarray(strip)]) if sixteen else to_rgb(strip)
+        out.paste(converted.reduce(factor), (0, top // factor))
+    return out.convert("RGB") if sixteen else out
+
+
 def decode(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, analysis_size: int = ANALYSIS_SIZE
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    analysis_size: int = ANALYSIS_SIZE,
+    max_decode_bytes: int | None = None,
 ) -> Decoded:
-    """Decode ``data`` once into a :class:`Decoded`, or raise :class:`DecodeError`."""
+    """Decode ``data`` once into a :class:`Decoded`, or raise :class:`DecodeError`.
+
+    ``max_decode_bytes``: the most bytes the decoded frame may hold (default
+    ``BUDGET_BYTES_PER_PIXEL * max_pixels``).
+    """
+    budget = BUDGET_BYTES_PER_PIXEL * max_pixels if max_decode_bytes is None else max_decode_bytes
     if not data:
         raise DecodeError("empty file (0 bytes)")
     try:
@@ -121,6 +175,8 @@ def decode(
         if width * height > max_pixels:
             raise DecodeError(_bomb_message(width, height, max_pixels))
         fmt, mode = im.format, im.mode
+        if decoded_bytes(mode, width, height) > budget:
+            raise DecodeError(_budget_message(mode, width, height, budget))
         exif = _exif_tags(im)
         try:
             orientation = int(exif.get(_EXIF_ORIENTATION, 1))
@@ -136,9 +192,12 @@ def decode(
         frame: Image.Image = im
         alpha_lsb = _alpha_lsb(frame)
         factor = min(frame.size) // analysis_size
-        if factor >= 2 and frame.mode not in ("P", "PA", "1", "I;16", "I;16L", "I;16B", "I;16N"):
-            frame = frame.reduce(factor)
-        rgb = to_rgb(frame)
+        if factor >= 2 and frame.mode in _STRIP_MODES:
+            rgb = reduce_in_strips(frame, factor)
+        else:
+            if factor >= 2:
+                frame = frame.reduce(factor)
+            rgb = to_rgb(frame)
         factor = min(rgb.size) // analysis_size
         if factor >= 2:
             rgb = rgb.reduce(factor)
@@ -181,6 +240,9 @@ def _exif_tags(im: Image.Image) -> dict[int, Any]:
 def _alpha_lsb(frame: Image.Image) -> bytes | None:
     if frame.mode not in ("RGBA", "LA", "PA") or frame.format not in ("PNG", "WEBP"):
         return None
-    alpha = np.asarray(frame.getchannel("A"), dtype=np.uint8)
+    # only the first columns hold the bits read: never copy the whole alpha plane
+    columns = min(frame.width, -(-MAX_ALPHA_BITS // max(frame.height, 1)))
+    part = frame if columns == frame.width else frame.crop((0, 0, columns, frame.height))
+    alpha = np.asarray(part.getchannel("A"), dtype=np.uint8)
     bits = (alpha.T & 1).ravel()[:MAX_ALPHA_BITS]
     return np.packbits(bits).tobytes()

@@ -43,10 +43,10 @@ from datagate.contract import (
     Timing,
 )
 from datagate.errors import InputError
-from datagate.io import atomic_path, write_json
+from datagate.io import atomic_path, output_lock, write_json
 from datagate.scanner.compute import CacheRef, ChunkResult, compute_chunk
 from datagate.scanner.embedding import EmbedStage, attach_scores, detector_info
-from datagate.scanner.executors import make_executor
+from datagate.scanner.executors import make_executor, stop
 from datagate.scanner.options import ScanOptions, watermark_rate
 from datagate.scanner.readers import Shard, discover
 from datagate.scanner.records import ImageRecord
@@ -151,10 +151,47 @@ def scan(
             preprocessing=embedder.preprocessing,
             detector=head.id if head is not None else None,
         )
-    stage = EmbedStage(embedder, store, batch_size, head) if embedder is not None else None
-    workers = workers if workers is not None else (os.cpu_count() or 1)
-    progress = progress or NoProgress()
+    if workers is not None and workers < 0:
+        raise InputError(
+            f"--workers: expected 0 (one per core) or a number of worker processes, got {workers}"
+        )
+    if batch_size < 1:
+        raise InputError(
+            f"--batch-size: expected a positive number of images per model pass "
+            f"(0: automatic), got {batch_size}"
+        )
     out = out.resolve()
+    with output_lock(out):
+        return _scan_locked(
+            inputs,
+            out,
+            options,
+            workers=workers if workers is not None else (os.cpu_count() or 1),
+            executor=executor,
+            progress=progress or NoProgress(),
+            stage=EmbedStage(embedder, store, batch_size, head) if embedder is not None else None,
+            store=store,
+            cache_rows=cache_rows,
+            embedder=embedder,
+            head=head,
+        )
+
+
+def _scan_locked(
+    inputs: Sequence[Path],
+    out: Path,
+    options: ScanOptions,
+    *,
+    workers: int,
+    executor: Executor | None,
+    progress: Progress,
+    stage: EmbedStage | None,
+    store: Store | None,
+    cache_rows: bool,
+    embedder: Embedder | None,
+    head: Head | None,
+) -> ScanResult:
+    """:func:`scan` once ``out`` is this process's (:func:`datagate.io.output_lock`)."""
     found = discover(
         list(inputs), image_column=options.image_column, exclude=[out], max_bytes=options.max_bytes
     )
@@ -229,9 +266,9 @@ def scan(
         while pending:
             done, _ = wait(set(pending), return_when=FIRST_COMPLETED)
             settle(done)
-    except BaseException:
+    except BaseException:  # an interrupt, or a bug: stop at once, keep what is written
         if own_executor:
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop(pool)
         raise
     if own_executor:
         pool.shutdown()
@@ -340,11 +377,15 @@ def _merge(
     for stale in parts_dir.iterdir():
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
+    from datagate.contract import file_sha256
+
     counts: Counts = {
         "images": n_images,
         "errors": n_errors,
         "shards": len(plan),
         "skipped_files": len(skipped),
+        # what contract.load_scan checks the table against: rows above, and its bytes
+        "table_sha256": file_sha256(out / IMAGES_FILE),
     }
     return counts, shards_meta
 

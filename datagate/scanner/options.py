@@ -78,6 +78,15 @@ class ScanOptions:
         """Refuse options that cannot run (exit 2), before any work starts."""
         check_signals(self.signals, "signals")
         parse_watermark(self.watermark)
+        for flag, value, unit in (
+            ("--max-pixels", self.max_pixels, "pixels"),
+            ("--max-bytes", self.max_bytes, "bytes"),
+            ("--chunk-size", self.chunk_size, "images"),
+            ("analysis_size", self.analysis_size, "pixels"),
+            ("chunk_bytes", self.chunk_bytes, "bytes"),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{flag}: expected a positive number of {unit}, got {value!r}")
 
 
 def _digest(payload: dict[str, Any]) -> str:

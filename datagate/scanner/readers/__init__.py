@@ -2,23 +2,34 @@
 
 Registry of shard kinds, chosen from what a path holds:
 
-* a directory is walked recursively (hidden directories skipped); each directory's loose
-  image files form one ``folder`` shard, each ``.tar``/``.tar.gz``/``.tgz`` file one
-  ``webdataset`` shard, each ``.parquet`` file one ``parquet`` shard; every other file is
-  listed as skipped;
-* a file is read as the shard its suffix names.
+* a directory is walked recursively; each directory's loose image files form one
+  ``folder`` shard, each ``.tar``/``.tar.gz``/``.tgz`` file one ``webdataset`` shard, each
+  ``.parquet`` file one ``parquet`` shard. Everything not read is listed as skipped with its
+  reason: other files, hidden files and folders, folders datagate itself wrote (a scan or
+  enforce output), and symbolic links to folders (never followed). A symbolic link to a
+  file is read only when it resolves inside the input; one pointing outside becomes an
+  error row (an image name) or a skipped entry;
+* a file is read as the shard its suffix names; an image file is a shard of its own whose
+  key is its name.
+
+A Parquet file found inside a folder that cannot be read becomes an error row; one named
+on the command line is a usage error.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datagate.contract import IMAGES_FILE, META_FILE, PARTS_DIR, REPORT_JSON
 from datagate.errors import InputError
 from datagate.scanner.defaults import DEFAULT_MAX_BYTES
 from datagate.scanner.readers.base import IMAGE_SUFFIXES, Shard, is_image_name
-from datagate.scanner.readers.folder import FolderShard, read_file
+from datagate.scanner.readers.folder import FolderShard, outside_reason, read_file
 from datagate.scanner.readers.parquet import ParquetShard
 from datagate.scanner.readers.webdataset import WebDatasetShard, is_tar_name
 
@@ -30,9 +41,13 @@ __all__ = [
     "Shard",
     "WebDatasetShard",
     "discover",
+    "input_ids",
     "read_file",
     "reopen",
 ]
+
+#: A meta.json or report.json larger than this is not opened to check who wrote it.
+_MAX_MARKER_BYTES = 64 * 1024 * 1024
 
 
 def reopen(
@@ -60,6 +75,60 @@ def _posix(rel: Path) -> str:
     return "." if text in ("", ".") else text
 
 
+def input_ids(paths: list[Path]) -> list[str]:
+    """A distinct, deterministic name for each input: its shortest distinguishing path suffix.
+
+    ``a/train`` and ``b/train`` become ``a/train`` and ``b/train``; ``x/train`` and
+    ``y/val`` become ``train`` and ``val``. Paths are made absolute without following links.
+    """
+    parts = [Path(os.path.abspath(p)).parts[1:] or ("root",) for p in paths]
+
+    def suffix(i: int, k: int) -> str:
+        return "/".join(parts[i][-k:])
+
+    ids: list[str] = []
+    for i, own in enumerate(parts):
+        others = [j for j in range(len(parts)) if j != i]
+        for k in range(1, len(own) + 1):
+            if all(suffix(j, k) != suffix(i, k) for j in others):
+                ids.append(suffix(i, k))
+                break
+        else:
+            twin = next(paths[j] for j in others if suffix(j, len(own)) == suffix(i, len(own)))
+            raise InputError(
+                f"{paths[i]} and {twin} are the same input given twice",
+                hint="give each input once",
+            )
+    return ids
+
+
+def datagate_output(directory: Path) -> str | None:
+    """Why ``directory`` is a folder datagate wrote (a scan or enforce output), or None.
+
+    Recognised by datagate's own files, not by the folder's name: a ``meta.json`` beside
+    ``images.parquet`` or ``parts/`` that names a datagate version, or a ``report.json``
+    that does.
+    """
+    meta = directory / META_FILE
+    scan_files = (directory / IMAGES_FILE).is_file() or (directory / PARTS_DIR).is_dir()
+    if meta.is_file() and scan_files and _names_datagate(meta, "schema_version"):
+        return "a datagate scan folder (datagate's own output, not read)"
+    report = directory / REPORT_JSON
+    if report.is_file() and _names_datagate(report, "report_version"):
+        return "a datagate enforce output folder (datagate's own output, not read)"
+    return None
+
+
+def _names_datagate(path: Path, version_key: str) -> bool:
+    try:
+        if path.stat().st_size > _MAX_MARKER_BYTES:
+            return False
+        obj = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and "datagate_version" in obj and version_key in obj
+
+
 def discover(
     paths: list[Path],
     *,
@@ -69,8 +138,9 @@ def discover(
 ) -> Discovery:
     """Find every shard under ``paths`` in a deterministic order.
 
-    Shard ids are relative to the given path (prefixed with its name when several paths are
-    given), so a dataset moved elsewhere keeps its keys.
+    Shard ids are relative to the given path (prefixed with the input's shortest
+    distinguishing path suffix when several paths are given), so a dataset moved elsewhere
+    keeps its keys.
     """
     if not paths:
         raise InputError("no input paths given", hint="datagate scan ./shards")
@@ -91,58 +161,102 @@ def discover(
     for root in paths:
         if not root.exists():
             raise InputError(f"{root}: no such file or directory")
-        prefix = "" if len(paths) == 1 else f"{root.resolve().name}/"
+    names = input_ids(paths) if len(paths) > 1 else [root.name for root in paths]
+    for root, name in zip(paths, names, strict=True):
         if root.is_file():
-            shard_id = prefix + root.name
-            shard = _file_shard(root, shard_id, image_column, max_bytes)
+            shard = _file_shard(root, name, image_column, max_bytes, strict=True)
             if shard is None:
-                if is_image_name(root.name):
-                    add(
-                        FolderShard(prefix + ".", root.parent, [root.name], max_bytes),
-                        root,
-                    )
-                else:
+                if not is_image_name(root.name):
                     raise InputError(
                         f"{root}: not an image folder, WebDataset tar shard or Parquet file",
                         hint="supported: directories, .tar/.tar.gz/.tgz, .parquet, image files",
                     )
-            else:
-                add(shard, root)
+                shard = FolderShard(name, root.parent, [root.name], max_bytes, single=True)
+            add(shard, root)
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            here = Path(dirpath)
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if not d.startswith(".") and (here / d).resolve() not in excluded
-            )
-            rel_dir = _posix(here.relative_to(root))
-            images: list[str] = []
-            for name in sorted(filenames):
-                path = here / name
-                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if name.startswith("."):
-                    continue
-                if is_image_name(name):
-                    images.append(name)
-                    continue
-                shard = _file_shard(path, prefix + rel, image_column, max_bytes)
-                if shard is not None:
-                    add(shard, path)
-                else:
-                    found.skipped.append((str(path), "not an image, tar shard or Parquet file"))
-            if images:
-                add(FolderShard(prefix + rel_dir, here, images, max_bytes), here)
+        prefix = "" if len(paths) == 1 else f"{name}/"
+        _walk(root, prefix, excluded, image_column, max_bytes, found, add)
     found.shards.sort(key=lambda s: s.id)
     return found
 
 
+def _walk(
+    root: Path,
+    prefix: str,
+    excluded: list[Path],
+    image_column: str | None,
+    max_bytes: int,
+    found: Discovery,
+    add: Callable[[Shard, Path], None],
+) -> None:
+    real_root = root.resolve()
+    own = datagate_output(root)
+    if own is not None:
+        found.skipped.append((str(root), own))
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        kept_dirs = []
+        for d in sorted(dirnames):
+            sub = here / d
+            if sub.resolve() in excluded and not sub.is_symlink():
+                continue
+            reason = None
+            if d.startswith("."):
+                reason = "hidden folder"
+            elif sub.is_symlink():
+                reason = (
+                    "symbolic link to a folder inside the input (not followed: its target is "
+                    "read where it lies)"
+                )
+                if outside_reason(sub, real_root) is not None:
+                    reason = "symbolic link to a folder outside the input (not followed)"
+            else:
+                reason = datagate_output(sub)
+            if reason is None:
+                kept_dirs.append(d)
+            else:
+                found.skipped.append((str(sub), reason))
+        dirnames[:] = kept_dirs
+        rel_dir = _posix(here.relative_to(root))
+        images: list[str] = []
+        for name in sorted(filenames):
+            path = here / name
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if name.startswith("."):
+                found.skipped.append((str(path), "hidden file"))
+                continue
+            if is_image_name(name):
+                images.append(name)  # links and special files become error rows
+                continue
+            if path.is_symlink() and (why := outside_reason(path, real_root)) is not None:
+                found.skipped.append((str(path), why))
+                continue
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:
+                regular = False
+            shard = (
+                _file_shard(path, prefix + rel, image_column, max_bytes, strict=False)
+                if regular
+                else None
+            )
+            if shard is not None:
+                add(shard, path)
+            elif regular:
+                found.skipped.append((str(path), "not an image, tar shard or Parquet file"))
+            else:
+                found.skipped.append((str(path), "not a regular file"))
+        if images:
+            add(FolderShard(prefix + rel_dir, here, images, max_bytes, root=real_root), here)
+
+
 def _file_shard(
-    path: Path, shard_id: str, image_column: str | None, max_bytes: int
+    path: Path, shard_id: str, image_column: str | None, max_bytes: int, *, strict: bool
 ) -> Shard | None:
     name = path.name.lower()
     if is_tar_name(name):
         return WebDatasetShard(shard_id, path, max_bytes)
     if name.endswith(".parquet"):
-        return ParquetShard(shard_id, path, image_column, max_bytes)
+        return ParquetShard(shard_id, path, image_column, max_bytes, strict=strict)
     return None

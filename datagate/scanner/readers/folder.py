@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,18 @@ from datagate.scanner.records import ImageRecord
 class FolderShard:
     """The image files directly inside one directory (sub-directories are shards of their own).
 
-    Records carry paths, not bytes: the worker that decodes an image also reads it.
+    Records carry paths, not bytes: the worker that decodes an image also reads it. With a
+    ``root``, a file that is a symbolic link resolving outside it, or that is not a regular
+    file, becomes an error row and is never read. ``single``: the shard is one image file
+    given as an input, whose key is the shard id alone.
     """
 
     id: str
     directory: Path
     files: list[str]
     max_bytes: int = DEFAULT_MAX_BYTES
+    single: bool = False
+    root: Path | None = None
     kind: str = "folder"
     fingerprint: str = field(init=False)
     size_hint: int | None = field(init=False)
@@ -46,16 +52,38 @@ class FolderShard:
     def records(self) -> Iterator[ImageRecord]:
         for name in self.files:
             path = self.directory / name
-            error = None
-            try:
-                size = path.stat().st_size
-                if size > self.max_bytes:
-                    error = too_large(size, self.max_bytes)
-            except OSError as exc:
-                error = f"cannot read file: {exc.strerror or exc}"
+            error = outside_reason(path, self.root) if self.root is not None else None
+            if error is None:
+                try:
+                    st = path.stat()
+                    if not stat.S_ISREG(st.st_mode):
+                        error = "not a regular file (not read)"
+                    elif st.st_size > self.max_bytes:
+                        error = too_large(st.st_size, self.max_bytes)
+                except OSError as exc:
+                    error = f"cannot read file: {exc.strerror or exc}"
             yield ImageRecord(
-                shard=self.id, member=name, reader=self.kind, path=str(path), error=error
+                shard=self.id,
+                member=name,
+                reader=self.kind,
+                path=None if error else str(path),
+                error=error,
+                whole=self.single,
             )
+
+
+def outside_reason(path: Path, root: Path) -> str | None:
+    """Why ``path`` (a symbolic link, or reached through one) must not be read: it resolves
+    outside ``root`` (a resolved path). None for a path that stays inside."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links
+        return f"symbolic link that cannot be resolved ({exc}; not followed)"
+    if target == root or target.is_relative_to(root):
+        return None
+    return f"symbolic link to {os.readlink(path)!r}, outside the input (not followed)"
 
 
 def read_file(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:

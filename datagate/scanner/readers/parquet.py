@@ -84,29 +84,52 @@ def choose_image_column(schema: pa.Schema, path: Path, requested: str | None) ->
 
 @dataclass
 class ParquetShard:
+    """A Parquet file's rows, one record per row.
+
+    ``strict`` (a file named as an input): an unreadable or unsuitable file is an
+    :class:`InputError`. Otherwise (found inside a folder) it becomes one error row.
+    """
+
     id: str
     path: Path
     image_column: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
+    strict: bool = True
     kind: str = "parquet"
     fingerprint: str = field(init=False)
     size_hint: int | None = field(init=False)
     column_kind: str = field(init=False)
+    #: why the file cannot be read (only when not ``strict``)
+    problem: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        st = os.stat(self.path)
+        self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{self.image_column}"
+        self._meta_columns: list[str] = []
+        self.column_kind = "binary"
+        self.size_hint = 1
         try:
-            pf = pq.ParquetFile(self.path)
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{self.path}: not a readable Parquet file: {exc}") from exc
-        schema = pf.schema_arrow
-        self.image_column, self.column_kind = choose_image_column(
-            schema, self.path, self.image_column
-        )
+            try:
+                pf = pq.ParquetFile(self.path)
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(f"{self.path}: not a readable Parquet file: {exc}") from exc
+            schema = pf.schema_arrow
+            if schema.metadata and b"datagate.schema_version" in schema.metadata:
+                raise InputError(
+                    f"{self.path}: a table datagate wrote (scan table or manifest), not images"
+                )
+            self.image_column, self.column_kind = choose_image_column(
+                schema, self.path, self.image_column
+            )
+        except InputError as exc:
+            if self.strict:
+                raise
+            self.problem = str(exc).removeprefix(f"{self.path}: ")
+            return
         self._meta_columns = [
             f.name for f in schema if f.name != self.image_column and _is_scalar(f.type)
         ]
         self.size_hint = pf.metadata.num_rows
-        st = os.stat(self.path)
         self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{self.image_column}"
 
     @property
@@ -114,6 +137,23 @@ class ParquetShard:
         return self.path
 
     def records(self) -> Iterator[ImageRecord]:
+        if self.problem is not None:
+            yield self._error("<parquet>", f"Parquet file not read: {self.problem}")
+            return
+        row = 0
+        try:
+            for record in self._rows():
+                yield record
+                row += 1
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            yield self._error(
+                f"<parquet:{row}>", f"Parquet file unreadable after {row} rows: {exc}"
+            )
+
+    def _error(self, member: str, error: str) -> ImageRecord:
+        return ImageRecord(shard=self.id, member=member, reader=self.kind, error=error)
+
+    def _rows(self) -> Iterator[ImageRecord]:
         assert self.image_column is not None
         pf = pq.ParquetFile(self.path)
         row = 0

@@ -5,17 +5,27 @@ name, as WebDataset does). Image members become records; the sample's other memb
 (``.json``, ``.txt``, ``.cls`` ...) are attached to each of its images as metadata. Nothing is
 ever extracted to disk, and members with absolute or ``..`` paths, links and devices are
 reported as error rows and never read.
+
+Hostile shards cost bounded work: a compressed shard is read through a decompressor that
+stops (with an error row) once it has produced more than ``MAX_COMPRESSION_RATIO`` times the
+file's size (at least ``MIN_DECOMPRESSED_BYTES``), a sample keeps at most
+``MAX_SAMPLE_META_BYTES`` of sidecar metadata (its rows say when more was dropped), and a
+sample's images are handed on once they hold ``MAX_SAMPLE_IMAGE_BYTES``.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import os
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any, Protocol
 
 from datagate.scanner.defaults import DEFAULT_MAX_BYTES
 from datagate.scanner.readers.base import is_image_name, too_large
@@ -24,6 +34,16 @@ from datagate.scanner.records import ImageRecord
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 #: Sidecar text larger than this is summarised instead of stored.
 MAX_SIDECAR_BYTES = 64 * 1024
+#: Sidecar metadata kept per sample, in all; further sidecars are dropped (and counted).
+MAX_SAMPLE_META_BYTES = 256 * 1024
+#: Images of one sample held before they are handed on without waiting for later sidecars.
+MAX_SAMPLE_IMAGE_BYTES = 64 * 1024 * 1024
+#: A compressed shard may decompress to at most this many times its own size ...
+MAX_COMPRESSION_RATIO = 100
+#: ... or this many bytes, whichever is larger.
+MIN_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+#: Bookkeeping bytes counted per stored sidecar besides its value.
+_SIDECAR_OVERHEAD = 64
 
 
 def is_tar_name(name: str) -> bool:
@@ -49,6 +69,57 @@ def unsafe_reason(info: tarfile.TarInfo) -> str | None:
     if not (info.isfile() or info.isdir()):
         return f"unsafe tar member {name!r}: not a regular file (not read)"
     return None
+
+
+class DecompressionLimit(Exception):
+    """A compressed shard decompressed to more bytes than its budget."""
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _Budgeted:
+    """A decompressed stream that refuses to produce more than ``limit`` bytes."""
+
+    def __init__(self, stream: _Readable, limit: int) -> None:
+        self._stream = stream
+        self.limit = limit
+        self.produced = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.limit + 1 - self.produced
+        data = self._stream.read(min(size, self.limit + 1 - self.produced))
+        self.produced += len(data)
+        if self.produced > self.limit:
+            raise DecompressionLimit(f"decompresses to over {self.limit:,} bytes")
+        return data
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _open_stream(raw: IO[bytes], compressed_size: int) -> tuple[_Readable, str]:
+    """The shard's tar bytes, decompressed within budget; and the compression found.
+
+    The decompressors read from ``raw`` and are closed with it by the caller.
+    """
+    magic = raw.read(6)
+    raw.seek(0)
+    stream: _Readable
+    if magic.startswith(b"\x1f\x8b"):
+        stream, kind = gzip.GzipFile(fileobj=raw, mode="rb"), "gzip"
+    elif magic.startswith(b"BZh"):
+        stream, kind = bz2.BZ2File(raw), "bzip2"
+    elif magic.startswith(b"\xfd7zXZ\x00"):
+        stream, kind = lzma.LZMAFile(raw), "xz"  # noqa: SIM115 (closed with raw)
+    else:
+        return raw, "none"
+    limit = max(MIN_DECOMPRESSED_BYTES, MAX_COMPRESSION_RATIO * compressed_size)
+    return _Budgeted(stream, limit), kind
 
 
 def _sidecar_value(ext: str, data: bytes) -> Any:
@@ -86,53 +157,80 @@ class WebDatasetShard:
     def records(self) -> Iterator[ImageRecord]:
         sample_key: str | None = None
         images: list[ImageRecord] = []
+        image_bytes = 0
         sidecars: dict[str, Any] = {}
+        meta_bytes = dropped = 0
         n_members = 0
 
         def flush() -> Iterator[ImageRecord]:
+            meta = dict(sidecars)
+            if dropped:
+                meta["_truncated"] = (
+                    f"{dropped} sidecars not stored: a sample keeps at most "
+                    f"{MAX_SAMPLE_META_BYTES:,} bytes of metadata"
+                )
             for rec in images:
-                meta = dict(sidecars)
                 yield ImageRecord(
                     shard=rec.shard,
                     member=rec.member,
                     reader=rec.reader,
                     data=rec.data,
-                    meta=meta,
+                    meta=dict(meta),
                     error=rec.error,
                 )
 
+        compression = "none"
         try:
-            with tarfile.open(self.path, mode="r|*") as tar:
-                for info in tar:
-                    n_members += 1
-                    if info.isdir():
-                        continue
-                    reason = unsafe_reason(info)
-                    key, ext = split_key(info.name)
-                    if key != sample_key:
-                        yield from flush()
-                        sample_key, images, sidecars = key, [], {}
-                    if reason is not None:
-                        images.append(self._record(info.name, error=reason))
-                        continue
-                    if is_image_name(info.name):
-                        if info.size > self.max_bytes:
-                            images.append(
-                                self._record(info.name, error=too_large(info.size, self.max_bytes))
-                            )
+            with open(self.path, "rb") as raw:
+                stream, compression = _open_stream(raw, os.fstat(raw.fileno()).st_size)
+                with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+                    for info in tar:
+                        n_members += 1
+                        tar.members = []  # streaming: keep no list of every member seen
+                        if info.isdir():
                             continue
-                        fh = tar.extractfile(info)
-                        data = fh.read() if fh is not None else b""
-                        images.append(self._record(info.name, data=data))
-                    else:
-                        fh = tar.extractfile(info)
+                        reason = unsafe_reason(info)
+                        key, ext = split_key(info.name)
+                        if key != sample_key:
+                            yield from flush()
+                            sample_key, images, sidecars = key, [], {}
+                            image_bytes = meta_bytes = dropped = 0
+                        if reason is not None:
+                            images.append(self._record(info.name, error=reason))
+                            continue
+                        if is_image_name(info.name):
+                            if info.size > self.max_bytes:
+                                error = too_large(info.size, self.max_bytes)
+                                images.append(self._record(info.name, error=error))
+                                continue
+                            fh = tar.extractfile(info)
+                            data = fh.read() if fh is not None else b""
+                            images.append(self._record(info.name, data=data))
+                            image_bytes += len(data)
+                            if image_bytes > MAX_SAMPLE_IMAGE_BYTES:
+                                yield from flush()
+                                images, image_bytes = [], 0
+                            continue
+                        cost = min(info.size, MAX_SIDECAR_BYTES) + len(ext) + _SIDECAR_OVERHEAD
+                        if meta_bytes + cost > MAX_SAMPLE_META_BYTES:
+                            dropped += 1
+                            continue
+                        meta_bytes += cost
                         if info.size > MAX_SIDECAR_BYTES:
                             sidecars[ext] = f"<{info.size} bytes, not stored>"
-                        elif fh is not None:
+                        elif (fh := tar.extractfile(info)) is not None:
                             sidecars[ext] = _sidecar_value(ext, fh.read())
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        except DecompressionLimit as exc:
             yield from flush()
-            images = []
+            yield self._record(
+                f"<tar:{n_members}>",
+                error=f"{compression}-compressed tar shard {exc} (over "
+                f"{MAX_COMPRESSION_RATIO}x its size: decompression-bomb guard); stopped "
+                f"after {n_members} members",
+            )
+            return
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as exc:
+            yield from flush()
             yield self._record(
                 f"<tar:{n_members}>",
                 error=f"tar shard unreadable after {n_members} members: {exc}",
