@@ -168,6 +168,8 @@ class Report(TypedDict):
     reference: NotRequired[dict[str, Any]]
     overrides: NotRequired[dict[str, Any]]
     top_up: NotRequired[dict[str, Any]]
+    #: seconds spent: loading, each rule (by id), the report sections, writing
+    timing: NotRequired[dict[str, Any]]
     shards: list[ShardOutcome]
     sources: dict[str, int]
     policy: dict[str, Any]

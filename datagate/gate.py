@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,7 @@ def enforce(
     their outputs before the rules run; ``key``: signs the ledger entry and the run's
     attestation (none: ``croissant.json`` only). Both are checked before anything is judged;
     no defaults are looked up here (:func:`datagate.enforce` does that)."""
+    started = time.perf_counter()
     signing = signing_for_gate(ledger, key)
     table, meta = load_scan(scan_dir)
     table, lineage = apply_lineage(table, signing.ledger)
@@ -114,6 +116,7 @@ def enforce(
     baseline = load_reference(
         reference or (Path(policy.reference) if policy.reference else None), embeddings
     )
+    loaded = time.perf_counter()
     reviewed = apply_decisions(table, decisions or Overrides(), policy.review_strength)
     table = reviewed.table
     if policy.unsigned_human != "weak":  # the scan decided with the default weighing
@@ -158,6 +161,7 @@ def enforce(
         table = table.append_column(
             pa.field("override", pa.string()), pa.array(override.tolist(), pa.string())
         )
+    judged = time.perf_counter()
     kept_mask = pa.array(decision.kept)
     kept = table.filter(kept_mask)
     rejected_idx = (~decision.kept).nonzero()[0]
@@ -181,6 +185,7 @@ def enforce(
         "report_md": str(out / REPORT_MD),
         "report_html": str(out / REPORT_HTML),
     }
+    written = time.perf_counter()
     report = build_report(
         table,
         meta,
@@ -207,6 +212,13 @@ def enforce(
         }
     if lineage["models"]:
         report["composition"]["lineage"] = lineage
+    report["timing"] = {
+        "load_s": round(loaded - started, 3),
+        "judge_s": round(judged - loaded, 3),
+        "rules_s": dict(decision.seconds),
+        "manifests_s": round(written - judged, 3),
+        "report_s": round(time.perf_counter() - written, 3),
+    }
     write_json(out / REPORT_JSON, report)
     write_reports(report, meta, out)
     result = EnforceResult(report=report, decision=decision, out=out)

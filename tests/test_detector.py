@@ -384,9 +384,9 @@ def test_precommit_hook_scores_with_a_head(labelled: Path, tmp_path: Path) -> No
     for _ in range(2):  # the second run comes from the caches
         run = run_hook([labelled], policy, source="t", state_dir=state, workers=1,
                        embedder=embedder, head=head)  # fmt: skip
-        estimate = run.result.report["rules"][0]["details"]["estimate"]
+        estimate = run.report["rules"][0]["details"]["estimate"]
         assert estimate["scored"] == 48 and estimate["low"] < estimate["share"]
-        assert run.result.passed  # half of the images are real photographs
+        assert run.passed  # half of the images are real photographs
         tables.append(pq.read_table(state / "scan" / "images.parquet"))
     assert run.cached == 48
     assert tables[0].column("detector_score").equals(tables[1].column("detector_score"))

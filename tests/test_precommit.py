@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -122,7 +123,7 @@ def test_rerun_uses_the_content_cache(tmp_path: Path) -> None:
     policy = parse_policy(POLICY, "policy")
     state = tmp_path / ".datagate"
     first = run_hook([data], policy, source="p", state_dir=state, workers=1)
-    assert (first.cached, first.computed, first.result.passed) == (0, 6, True)
+    assert (first.cached, first.computed, first.passed) == (0, 6, True)
     again = run_hook([data], policy, source="p", state_dir=state, workers=1)
     assert (again.cached, again.computed) == (6, 0)
     # same picture under a new name: served from cache, reported under its new key
@@ -182,7 +183,8 @@ def test_hook_embeds_when_the_policy_needs_it_and_reuses_cached_vectors(tmp_path
     assert first.computed == 6
     again = run_hook([data], policy, **hook)  # type: ignore[arg-type]
     assert (again.cached, again.computed) == (6, 0)
-    meta = again.result.report["scan"]["embedder"]
+    assert again.reused  # nothing changed: the verdict (and its report) of the first run
+    meta = json.loads((state / "scan" / "meta.json").read_text())["embedder"]
     assert meta["id"] == "pixel-v1" and meta["computed"] == 0
     hooked = load_embeddings(state / "scan")
     scan([data], tmp_path / "fresh", workers=1, embedder=PixelEmbedder())
@@ -191,7 +193,7 @@ def test_hook_embeds_when_the_policy_needs_it_and_reuses_cached_vectors(tmp_path
     by_key = dict(zip(fresh.keys.tolist(), fresh.vectors))
     for key, vector in zip(hooked.keys.tolist(), hooked.vectors):
         np.testing.assert_array_equal(vector, by_key[key])
-    rule = next(r for r in again.result.report["rules"] if r["rule"] == "min_diversity")
+    rule = next(r for r in again.report["rules"] if r["rule"] == "min_diversity")
     assert rule["passed"] and "pixel-v1" in rule["message"]
 
 
@@ -303,3 +305,30 @@ def test_hook_refuses_an_unknown_signal_as_an_input_error(tmp_path: Path) -> Non
             options=ScanOptions(signals=("integrity", "nope")),
             workers=1,
         )
+
+
+def test_an_unchanged_repository_reuses_the_last_verdict(tmp_path: Path) -> None:
+    """Nothing changed (table, embeddings, policy, overrides): the verdict is reused, not
+    judged again; any change to one of them judges again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        camera_photo(data / f"p{i}.jpg", i)
+    policy = parse_policy(POLICY, "policy")
+    state = tmp_path / ".datagate"
+    hook = {"source": "p", "state_dir": state, "workers": 1}
+    first = run_hook([data], policy, **hook)  # type: ignore[arg-type]
+    again = run_hook([data], policy, **hook)  # type: ignore[arg-type]
+    assert (first.reused, again.reused) == (False, True)
+    assert again.report == first.report and again.passed == first.passed
+    stricter = parse_policy(POLICY.replace("0.7", "0.8"), "policy")
+    assert not run_hook([data], stricter, **hook).reused  # type: ignore[arg-type]
+    assert run_hook([data], stricter, **hook).reused  # type: ignore[arg-type]
+    generated(data / "g.png", 3)
+    changed = run_hook([data], policy, **hook)  # type: ignore[arg-type]
+    assert not changed.reused and changed.report["counts"]["images"] == 5
+    overrides = tmp_path / "overrides.jsonl"
+    overrides.write_text("")
+    assert not run_hook([data], policy, overrides=overrides, **hook).reused  # type: ignore[arg-type]
+    (state / "report.json").unlink()
+    assert not run_hook([data], policy, overrides=overrides, **hook).reused  # type: ignore[arg-type]

@@ -374,10 +374,17 @@ def test_a_scan_stored_before_the_default_counts_unsigned_claims_as_weak() -> No
     assert row["origin_strength"] == "weak"
     row["origin_strength"] = "strong"
     table = _table([row])
+    # as written by provenance signal v2, before unsigned claims weighed weak
+    metadata = dict(table.schema.metadata or {})
+    metadata[b"datagate.signals"] = json.dumps({"provenance": 2}).encode()
+    table = table.replace_schema_metadata(metadata)
     strict = Policy.validate_data(
         {"rules": [{"rule": "min_human", "min": 0.5, "human_evidence": "strong"}]}
     )
     assert effective_origin(table, strict.rules[0]).tolist() == ["unknown"]  # type: ignore[arg-type]
+    # a current scan's stored verdicts are used as they are
+    current = _table([{**row, "origin_strength": "weak"}])
+    assert effective_origin(current, strict.rules[0]).tolist() == ["unknown"]  # type: ignore[arg-type]
 
 
 def test_a_tampered_manifest_caps_the_files_human_claims_and_can_be_rejected(

@@ -12,6 +12,7 @@ reason a user reads) and ``rule_ids``, and, for dataset rules, ``outcome`` (``pa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,11 @@ def test_rule_case(case: dict[str, Any]) -> None:
         row.update(overlay or {})
         rows.append(row)
     table = pa.Table.from_pylist(rows, schema=schema)
+    if case.get("signal_versions"):  # a table as an older scan wrote it
+        metadata = dict(table.schema.metadata or {})
+        versions = json.loads(metadata[b"datagate.signals"])
+        metadata[b"datagate.signals"] = json.dumps({**versions, **case["signal_versions"]})
+        table = table.replace_schema_metadata(metadata)
     if any("detector_score" in (r or {}) for r in case["rows"]):
         scores = [(r or {}).get("detector_score") for r in case["rows"]]
         table = table.append_column("detector_score", pa.array(scores, pa.float32()))

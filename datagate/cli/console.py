@@ -157,12 +157,15 @@ def enforce_json(report: Report) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k in keys}
 
 
-def hook_summary(report: Report, images: int, cached: int, computed: int, seconds: float) -> None:
+def hook_summary(
+    report: Report, images: int, cached: int, computed: int, seconds: float, reused: bool = False
+) -> None:
     """Plain lines fit for a commit hook's output."""
     verdict = report["verdict"].upper()
+    judged = "; nothing changed: last verdict" if reused else ""
     out.print(
         f"datagate: {verdict} · {images:,} images ({cached:,} unchanged from cache, "
-        f"{computed:,} scanned) in {seconds:.1f} s",
+        f"{computed:,} scanned{judged}) in {seconds:.1f} s",
         highlight=False,
         soft_wrap=True,
     )

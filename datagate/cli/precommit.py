@@ -72,5 +72,5 @@ def precommit(
         head=head,
         overrides=overrides,
     )
-    console.hook_summary(run.result.report, run.images, run.cached, run.computed, run.seconds)
-    return ExitCode.OK if run.result.passed else ExitCode.GATE_FAILED
+    console.hook_summary(run.report, run.images, run.cached, run.computed, run.seconds, run.reused)
+    return ExitCode.OK if run.passed else ExitCode.GATE_FAILED

@@ -42,13 +42,8 @@ def normalise(x: FloatArray) -> np.ndarray[Any, np.dtype[np.float32]]:
 
 def covariance(x: FloatArray) -> np.ndarray[Any, np.dtype[np.float64]]:
     """C = X^T X / n of the row-normalised embeddings, accumulated chunk by chunk."""
-    n, d = x.shape
-    c = np.zeros((d, d), dtype=np.float64)
-    for start in range(0, n, CHUNK_ROWS):
-        chunk = normalise(x[start : start + CHUNK_ROWS]).astype(np.float64)
-        c += chunk.T @ chunk  # float64: float32 sums leave spurious small eigenvalues
-    c /= max(n, 1)
-    return c
+    running = Running(x)
+    return running.outer / max(running.count, 1)
 
 
 def vendi_from_eigenvalues(eigenvalues: FloatArray, q: float = 1.0) -> float:
@@ -138,13 +133,68 @@ class Running:
     """The sufficient statistics of a set of unit vectors — sum of x x^T and sum of x —
     kept up to date as rows leave, so any metric is re-evaluated in O(d^3), not O(n·d^2)."""
 
+    dim: int
+    count: int
+    outer: np.ndarray[Any, np.dtype[np.float64]]
+    total: np.ndarray[Any, np.dtype[np.float64]]
+    _eigenvalues: np.ndarray[Any, np.dtype[np.float64]] | None
+
     def __init__(self, x: FloatArray) -> None:
-        self.dim = x.shape[1]
-        self.count = len(x)
-        self.outer = covariance(x) * max(self.count, 1)
-        self.total = np.zeros(self.dim, dtype=np.float64)
+        self._zero(x.shape[1])
+        Running._accumulate(x, np.zeros(len(x), dtype=np.int64), [self])
+
+    def _zero(self, dim: int) -> None:
+        self.dim, self.count = dim, 0
+        self.outer = np.zeros((dim, dim), dtype=np.float64)
+        self.total = np.zeros(dim, dtype=np.float64)
+        self._eigenvalues = None
+
+    @classmethod
+    def empty(cls, dim: int) -> Running:
+        running = cls.__new__(cls)
+        running._zero(dim)
+        return running
+
+    @classmethod
+    def of_groups(
+        cls, x: FloatArray, groups: np.ndarray[Any, np.dtype[np.int64]], count: int
+    ) -> list[Running]:
+        """The statistics of every group (``groups[i]`` in ``[0, count)``) in one pass over
+        ``x``: each row is normalised and multiplied once, whatever its group."""
+        out = [cls.empty(x.shape[1]) for _ in range(count)]
+        cls._accumulate(x, groups, out)
+        return out
+
+    @staticmethod
+    def _accumulate(
+        x: FloatArray, groups: np.ndarray[Any, np.dtype[np.int64]], out: list[Running]
+    ) -> None:
+        order = np.argsort(groups, kind="stable")
         for start in range(0, len(x), CHUNK_ROWS):
-            self.total += normalise(x[start : start + CHUNK_ROWS]).sum(axis=0, dtype=np.float64)
+            rows = order[start : start + CHUNK_ROWS]
+            unit = normalise(x[rows]).astype(np.float64)
+            labels = groups[rows]
+            cuts = np.flatnonzero(np.diff(labels)) + 1
+            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)]):
+                part = unit[lo:hi]
+                target = out[int(labels[lo])]
+                target.outer += part.T @ part  # float64: float32 leaves spurious eigenvalues
+                target.total += part.sum(axis=0)
+                target.count += hi - lo
+                target._eigenvalues = None
+
+    def __iadd__(self, other: Running) -> Running:
+        self.outer += other.outer
+        self.total += other.total
+        self.count += other.count
+        self._eigenvalues = None
+        return self
+
+    def copy(self) -> Running:
+        running = Running.empty(self.dim)
+        running += self
+        running._eigenvalues = self._eigenvalues
+        return running
 
     def remove(self, rows: FloatArray) -> None:
         self.add(rows, -1)
@@ -154,6 +204,15 @@ class Running:
         self.outer += sign * (unit.T @ unit)
         self.total += sign * unit.sum(axis=0)
         self.count += sign * len(rows)
+        self._eigenvalues = None
+
+    def eigenvalues(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Of ``outer / count``, computed once until the set changes."""
+        found = self._eigenvalues
+        if found is None:
+            found = np.asarray(np.linalg.eigvalsh(self.outer / max(self.count, 1)), np.float64)
+            self._eigenvalues = found
+        return found
 
     def value(self, metric: str = "index", q: float = 1.0) -> float:
         if metric == "mean_cosine_distance":
@@ -163,18 +222,21 @@ class Running:
             return 1.0 - same / (self.count * (self.count - 1))
         if self.count == 0:
             return 0.0
-        vendi = vendi_from_eigenvalues(np.linalg.eigvalsh(self.outer / self.count), q)
+        vendi = vendi_from_eigenvalues(self.eigenvalues(), q)
         if metric == "vendi":
             return vendi
         return index_from_vendi(vendi, self.count, self.dim)
 
+    def summary(self, q: float = 1.0) -> dict[str, Any]:
+        """Every metric (None for sets too small to measure)."""
+        if self.count < 2:
+            return {"images": self.count, **{m: None for m in METRICS}}
+        return {"images": self.count, **{m: round(self.value(m, q), 4) for m in METRICS}}
+
 
 def summary(x: FloatArray, q: float = 1.0) -> dict[str, Any]:
     """Every metric of one set (None for sets too small to measure)."""
-    if len(x) < 2:
-        return {"images": len(x), **{m: None for m in METRICS}}
-    running = Running(x)
-    return {"images": len(x), **{m: round(running.value(m, q), 4) for m in METRICS}}
+    return Running(x).summary(q)
 
 
 def drop_until(
@@ -197,7 +259,7 @@ def drop_until(
     step = max(1, math.ceil(len(order) / steps))
     while value < target and dropped < len(order):
         batch = order[dropped : dropped + step]
-        after = _copy(running)
+        after = running.copy()
         after.remove(x[batch])
         after_value = after.value(metric, q)
         if after_value >= target and len(batch) > 1:
@@ -217,20 +279,13 @@ def _shortest_prefix(
     lo, hi = 1, len(rows)
     while lo < hi:
         mid = (lo + hi) // 2
-        trial = _copy(running)
+        trial = running.copy()
         trial.add(rows[:mid], sign)
         if trial.value(metric, q) >= target:
             hi = mid
         else:
             lo = mid + 1
     return lo
-
-
-def _copy(running: Running) -> Running:
-    clone = Running.__new__(Running)
-    clone.dim, clone.count = running.dim, running.count
-    clone.outer, clone.total = running.outer.copy(), running.total.copy()
-    return clone
 
 
 def add_until(
@@ -251,7 +306,7 @@ def add_until(
     candidates, never n x n. Returns (the candidate rows added, in order; final value):
     every candidate when the target is never reached.
     """
-    running = Running(x) if len(x) else _empty(candidates.shape[1])
+    running = Running(x) if len(x) else Running.empty(candidates.shape[1])
     value = running.value(metric, q)
     unit = normalise(candidates).astype(np.float64)
     remaining = np.arange(len(candidates))
@@ -261,7 +316,7 @@ def add_until(
         c = running.outer / max(running.count, 1)
         scores = np.einsum("ij,jk,ik->i", unit[remaining], c, unit[remaining])
         batch = remaining[np.argsort(scores, kind="stable")[:step]]
-        after = _copy(running)
+        after = running.copy()
         after.add(candidates[batch])
         after_value = after.value(metric, q)
         if after_value >= target and len(batch) > 1:
@@ -273,7 +328,3 @@ def add_until(
         added += batch.tolist()
         remaining = np.setdiff1d(remaining, batch, assume_unique=True)
     return np.asarray(added, dtype=np.int64), value
-
-
-def _empty(dim: int) -> Running:
-    return Running(np.zeros((0, dim), dtype=np.float32))

@@ -180,21 +180,38 @@ def near_pairs(hashes: UInt64Array, max_distance: int) -> tuple[IntArray, IntArr
     uniq, inverse = np.unique(np.asarray(hashes, dtype=np.uint64), return_inverse=True)
     ui, uj, ud = distinct_pairs(uniq, max_distance)
     members = _members(inverse, len(uniq))
+    return _expand(members, ui, uj, ud, lambda group: np.triu_indices(len(group), 1))
+
+
+def _expand(
+    members: list[IntArray],
+    gi: IntArray,
+    gj: IntArray,
+    gd: IntArray,
+    within: Any,
+    keep: Any = None,
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Row pairs from pairs of groups ``(gi, gj, distance)``: every member of one with every
+    member of the other (those ``keep(rows_a, rows_b)`` accepts), plus the pairs
+    ``within(group) -> (a, b)`` gives inside each group of several rows, at distance 0."""
     out_i: list[IntArray] = []
     out_j: list[IntArray] = []
     out_d: list[IntArray] = []
-    for a, b, d in zip(ui.tolist(), uj.tolist(), ud.tolist()):
-        x, y = members[a], members[b]
-        gi, gj = np.meshgrid(x, y, indexing="ij")
-        out_i.append(gi.ravel())
-        out_j.append(gj.ravel())
-        out_d.append(np.full(gi.size, d, dtype=np.int64))
+    for a, b, d in zip(gi.tolist(), gj.tolist(), gd.tolist()):
+        x, y = np.meshgrid(members[a], members[b], indexing="ij")
+        x, y = x.ravel(), y.ravel()
+        if keep is not None:
+            ok = keep(x, y)
+            x, y = x[ok], y[ok]
+        out_i.append(x)
+        out_j.append(y)
+        out_d.append(np.full(len(x), d, dtype=np.int64))
     for group in members:
         if len(group) > 1:
-            gi, gj = np.triu_indices(len(group), 1)
-            out_i.append(group[gi])
-            out_j.append(group[gj])
-            out_d.append(np.zeros(len(gi), dtype=np.int64))
+            a, b = within(group)
+            out_i.append(group[a])
+            out_j.append(group[b])
+            out_d.append(np.zeros(len(a), dtype=np.int64))
     if not out_i:
         return _empty()
     i, j, d = np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
@@ -269,29 +286,15 @@ def _confirmed_pairs(
     keys, inverse = np.unique(first, return_inverse=True)
     ki, kj, kd = distinct_pairs(keys, r1)
     members = _members(inverse.ravel(), len(keys))
-    out_i: list[IntArray] = []
-    out_j: list[IntArray] = []
-    out_d: list[IntArray] = []
-    for a, b, d in zip(ki.tolist(), kj.tolist(), kd.tolist()):
-        x, y = members[a], members[b]
-        gi, gj = np.meshgrid(x, y, indexing="ij")
-        gi, gj = gi.ravel(), gj.ravel()
-        ok = _popcount(second[gi] ^ second[gj]) <= r2
-        out_i.append(gi[ok])
-        out_j.append(gj[ok])
-        out_d.append(np.full(int(ok.sum()), d, dtype=np.int64))
-    for group in members:
-        if len(group) > 1:  # same first hash: search their second hashes
-            si, sj, _ = distinct_pairs(second[group], r2)
-            out_i.append(group[si])
-            out_j.append(group[sj])
-            out_d.append(np.zeros(len(si), dtype=np.int64))
-    if not out_i:
-        return _empty()
-    i, j, d = np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
-    i, j = np.minimum(i, j), np.maximum(i, j)
-    order = np.lexsort((j, i))
-    return i[order], j[order], d[order]
+
+    def close(a: IntArray, b: IntArray) -> Any:
+        return _popcount(second[a] ^ second[b]) <= r2
+
+    def within(group: IntArray) -> tuple[IntArray, IntArray]:
+        si, sj, _ = distinct_pairs(second[group], r2)  # same first hash: search the second
+        return si, sj
+
+    return _expand(members, ki, kj, kd, within, close)
 
 
 def greedy_keep(

@@ -135,10 +135,29 @@ def diversity_report(
     x = vectors.vectors
     origin = effective_origin(table)[vectors.rows]
     shard = np.asarray(table.column("shard").to_numpy(zero_copy_only=False))[vectors.rows]
+    names, shard_of, counts = np.unique(shard, return_inverse=True, return_counts=True)
+    largest = np.argsort(-counts, kind="stable")[:DIVERSITY_SHARDS]
+    # one pass over the vectors: statistics per (origin, reported shard or other, kept) cell;
+    # every set the report shows is a sum of cells
+    slot = np.full(len(names), len(largest), dtype=np.int64)
+    slot[largest] = np.arange(len(largest))
+    origins = ("human", "synthetic", "unknown")
+    origin_id = np.select([origin == o for o in origins], range(len(origins)), len(origins))
+    shape = (len(origins) + 1, len(largest) + 1, 2)
+    cell = np.ravel_multi_index((origin_id, slot[shard_of.ravel()], kept.astype(np.int64)), shape)
+    used, dense = np.unique(cell, return_inverse=True)
+    parts = diversity.Running.of_groups(x, dense.ravel().astype(np.int64), len(used))
+    where = np.array(np.unravel_index(used, shape)).T  # (origin, slot, kept) of each part
 
-    def group(mask: np.ndarray[Any, np.dtype[np.bool_]]) -> dict[str, Any]:
-        scanned = diversity.summary(x[mask])
-        kept_part = diversity.summary(x[mask & kept])
+    def total(select: np.ndarray[Any, np.dtype[np.bool_]]) -> diversity.Running:
+        running = diversity.Running.empty(x.shape[1])
+        for i in np.flatnonzero(select).tolist():
+            running += parts[i]
+        return running
+
+    def group(select: np.ndarray[Any, np.dtype[np.bool_]]) -> dict[str, Any]:
+        scanned = total(select).summary()
+        kept_part = total(select & (where[:, 2] == 1)).summary()
         return {
             "images": scanned["images"],
             "index": scanned["index"],
@@ -146,20 +165,24 @@ def diversity_report(
             "kept_index": kept_part["index"],
         }
 
-    overall = {"scanned": diversity.summary(x), "kept": diversity.summary(x[kept])}
+    everything = np.ones(len(parts), dtype=bool)
+    overall = {"scanned": total(everything).summary(), "kept": total(where[:, 2] == 1).summary()}
     if len(x) >= 2 and kept.any():
         k = int(min(64, max(2, len(x) // 20)))
         overall["kept"]["cluster_coverage"] = round(diversity.cluster_coverage(x, kept, k), 4)
         overall["kept"]["clusters"] = k
-    names, counts = np.unique(shard, return_counts=True)
-    largest = names[np.argsort(-counts, kind="stable")][:DIVERSITY_SHARDS]
     return {
         "measured": True,
         "embedder": vectors.embedder,
-        "definition": "index = log(Vendi score, q=1) / log(min(images, embedding dimension)), in [0, 1]",
+        "definition": (
+            "index = log(Vendi score, q=1) / log(min(images, embedding dimension)), in [0, 1]"
+        ),
         "overall": overall,
-        "by_origin": {o: group(origin == o) for o in ("human", "synthetic", "unknown")},
-        "by_shard": {str(name): group(shard == name) for name in sorted(largest.tolist())},
+        "by_origin": {o: group(where[:, 0] == i) for i, o in enumerate(origins)},
+        "by_shard": {
+            str(names[j]): group(where[:, 1] == int(slot[j]))
+            for j in sorted(largest.tolist(), key=lambda j: str(names[j]))
+        },
         "shards_omitted": max(0, len(names) - DIVERSITY_SHARDS),
     }
 

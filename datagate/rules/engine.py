@@ -8,6 +8,7 @@ signals were measured at scan time, so changing a rule never needs a re-scan.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,8 @@ class Decision:
     shared: dict[Any, Any] = field(default_factory=dict)
     #: rows no rule may reject (a reviewer said keep)
     exempt: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: rule id -> seconds its judgement took (report.json's ``timing``)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -150,7 +153,9 @@ def apply_policy(
         ctx = Context(
             table, decision.kept.copy(), policy, vectors, calibration, reference, decision.shared
         )
+        started = time.perf_counter()
         verdict = rule.apply(ctx)
+        decision.seconds[rule.rule_id] = round(time.perf_counter() - started, 3)
         _check_code(rule, verdict)
         count = _reject(decision, rule, verdict)
         outcome = RuleOutcome(

@@ -51,6 +51,23 @@ def weighing(t: pa.Table) -> UnsignedHuman:
     return cast(UnsignedHuman, value if value in ("weak", "strong") else "weak")
 
 
+#: the provenance signal version from which scans decide unsigned human claims as weak
+WEIGHED_SINCE = 3
+
+
+def _decided_with_weighing(t: pa.Table) -> bool:
+    """Whether the verdict columns were decided with the table's weighing: by
+    :func:`weigh_origins`, or by a scan whose provenance signal already weighed claims."""
+    metadata = t.schema.metadata or {}
+    if WEIGHED_KEY in metadata:
+        return True
+    try:
+        versions = json.loads(metadata.get(b"datagate.signals", b"{}"))
+        return int(versions.get("provenance", 0)) >= WEIGHED_SINCE
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
 def _evidence(raw: Any) -> list[Evidence]:
     fields = set(Evidence.__dataclass_fields__)
     return [Evidence(**{k: v for k, v in e.items() if k in fields}) for e in json.loads(raw)]
@@ -122,7 +139,10 @@ def effective_origin(t: pa.Table, rule: MinHuman | None = None) -> ObjArray:
     if rule.untrusted_c2pa == "ignore" and "c2pa_trusted" in t.column_names:
         trusted = np.asarray(t.column("c2pa_trusted").fill_null(False).to_numpy(), dtype=bool)
         ignore = (_column(t, "c2pa_state") == "valid") & ~trusted
-    claims_human = np.array([bool(e) and '"human"' in e for e in evidence], dtype=bool)
+    if _decided_with_weighing(t):  # stored verdicts are current: only the ignored C2PA
+        claims_human = np.zeros(n, dtype=bool)
+    else:  # a scan stored before unsigned claims weighed weak: decide its human claims again
+        claims_human = np.array([bool(e) and '"human"' in e for e in evidence], dtype=bool)
     for row in np.flatnonzero(ignore | claims_human).tolist():
         items = _evidence(evidence[row] or "[]")
         if ignore[row]:
