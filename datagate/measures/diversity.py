@@ -91,28 +91,45 @@ def mean_cosine_distance(x: FloatArray) -> float:
     return 1.0 - same / (n * (n - 1))
 
 
+KMEANS_ITERATIONS = 10
+KMEANS_POINTS_PER_CENTROID = 64
+
+
 def kmeans_labels(
     x: FloatArray, k: int, seed: int = 0, probes: int = 1
 ) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Spherical k-means (faiss) labels of the rows, trained on <= 256 points per centroid.
+    """Spherical k-means (faiss) labels of the rows, trained on a sample of at most
+    ``KMEANS_POINTS_PER_CENTROID`` points per centroid (a partition to search within, not a
+    model: its cost, not its polish, matters at a million rows).
 
     With ``probes`` > 1: an (n, probes) array of each row's nearest centroids, nearest first.
     """
     import faiss
 
-    x = normalise(x)
     n, d = x.shape
     k = max(1, min(k, n))
     probes = min(probes, k)
     if k == 1:
         zeros = np.zeros((n, probes), dtype=np.int64)
         return zeros if probes > 1 else zeros.ravel()
+    # train on a sample and assign chunk by chunk: never a float32 copy of all rows
+    sample = min(n, k * KMEANS_POINTS_PER_CENTROID)
+    picked = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
     kmeans = faiss.Kmeans(
-        d, k, niter=20, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
+        d,
+        k,
+        niter=KMEANS_ITERATIONS,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=KMEANS_POINTS_PER_CENTROID,
     )
-    kmeans.train(x)
-    _, labels = kmeans.index.search(x, probes)
-    labels = labels.astype(np.int64)
+    kmeans.train(normalise(x[picked]))
+    labels = np.empty((n, probes), dtype=np.int64)
+    for start in range(0, n, CHUNK_ROWS):
+        _, found = kmeans.index.search(normalise(x[start : start + CHUNK_ROWS]), probes)
+        labels[start : start + CHUNK_ROWS] = found
     return labels if probes > 1 else labels.ravel()
 
 

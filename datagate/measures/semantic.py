@@ -1,7 +1,7 @@
 """Semantic duplicates, SemDeDup-style (Abbas et al., 2023), with no n x n matrix.
 
 1. Spherical k-means (faiss) on the unit embeddings; k defaults to ``ceil(n / 1000)``,
-   trained on at most 256 points per centroid. Each image joins its two nearest clusters
+   trained on a sample of 64 points per centroid. Each image joins its two nearest clusters
    (multi-probe), so pairs straddling a cluster boundary are still compared.
 2. Within each cluster, images are ordered by a keep preference (the caller's; the rules
    put human-evidenced images first, then the largest, then scan order). An image is a
@@ -60,16 +60,21 @@ def semantic_duplicates(
     clusters: int | None = None,
     probes: int = PROBES,
     seed: int = 0,
+    redundancy: bool = True,
 ) -> SemanticMatches:
-    """Find semantic duplicates among ``vectors`` (see the module docstring)."""
+    """Find semantic duplicates among ``vectors`` (see the module docstring).
+
+    ``redundancy``: also each image's highest similarity to any other of its cluster (what
+    the diversity filter drops first); without it only earlier images are compared, half
+    the products."""
     n = len(vectors)
     dup_of = np.full(n, -1, dtype=np.int64)
     sim_to = np.full(n, -np.inf, dtype=np.float32)
     nearest = np.full(n, -1, dtype=np.int64)
-    redundancy = np.full(n, -np.inf, dtype=np.float32)
+    most_similar = np.full(n, -np.inf, dtype=np.float32)
     if n < 2:
-        return SemanticMatches(dup_of, np.zeros(n, np.float32), nearest, redundancy + 0, 1)
-    x = normalise(vectors)
+        return SemanticMatches(dup_of, np.zeros(n, np.float32), nearest, most_similar + 0, 1)
+    x = vectors  # normalised cluster by cluster: no float32 copy of every row
     k = clusters or math.ceil(n / POINTS_PER_CLUSTER)
     labels = kmeans_labels(x, k, seed, probes=probes).reshape(n, -1)  # nearest clusters first
     rank = np.empty(n, dtype=np.int64)
@@ -85,19 +90,22 @@ def semantic_duplicates(
         m = members.size
         if m < 2:
             continue
-        xm = x[members]
+        xm = normalise(x[members])
         for start in range(0, m, BLOCK):
-            block = xm[start : start + BLOCK] @ xm.T  # (b, m)
-            b = block.shape[0]
-            local = np.arange(start, start + b)
+            stop = min(m, start + BLOCK)
+            # against every member, or only those up to the block's end (earlier ones)
+            block = xm[start:stop] @ (xm if redundancy else xm[:stop]).T  # (b, m or stop)
+            b, width = block.shape
+            local = np.arange(start, stop)
             block[np.arange(b), local] = -np.inf  # not its own neighbour
             targets = members[local]
-            best = block.argmax(axis=1)
-            best_sim = block[np.arange(b), best]
-            better = best_sim > redundancy[targets]
-            redundancy[targets[better]] = best_sim[better]
-            nearest[targets[better]] = members[best[better]]
-            earlier = np.where(np.arange(m)[None, :] < local[:, None], block, -np.inf)
+            if redundancy:
+                best = block.argmax(axis=1)
+                best_sim = block[np.arange(b), best]
+                better = best_sim > most_similar[targets]
+                most_similar[targets[better]] = best_sim[better]
+                nearest[targets[better]] = members[best[better]]
+            earlier = np.where(np.arange(width)[None, :] < local[:, None], block, -np.inf)
             prev = earlier.argmax(axis=1)
             prev_sim = earlier[np.arange(b), prev]
             better = prev_sim > sim_to[targets]
@@ -106,10 +114,10 @@ def semantic_duplicates(
     hit = sim_to >= threshold
     dup_of[~hit] = -1
     sim_to[~hit] = 0.0
-    redundancy[~np.isfinite(redundancy)] = -1.0
+    most_similar[~np.isfinite(most_similar)] = -1.0
     # follow chains back to a kept image (earlier in preference order, so this terminates)
     for row in np.argsort(rank).tolist():
         parent = dup_of[row]
         if parent >= 0 and dup_of[parent] >= 0:
             dup_of[row] = dup_of[parent]
-    return SemanticMatches(dup_of, sim_to, nearest, redundancy, int(labels.max()) + 1)
+    return SemanticMatches(dup_of, sim_to, nearest, most_similar, int(labels.max()) + 1)

@@ -59,7 +59,8 @@ class RowVectors:
         position = pc.index_in(pa.array(keys, pa.string()), value_set=table.column("key"))
         rows = np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False), np.int64)
         found = rows >= 0  # vectors of rows no longer in the table are ignored
-        return cls(rows=rows[found], vectors=np.asarray(vectors)[found], embedder=embedder)
+        kept = np.asarray(vectors) if found.all() else np.asarray(vectors)[found]
+        return cls(rows=rows[found], vectors=kept, embedder=embedder)
 
     def subset(self, mask: BoolArray) -> tuple[IntArray, Any]:
         """(table rows, vectors) of the rows selected by a table-length mask."""

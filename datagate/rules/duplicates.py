@@ -186,6 +186,7 @@ class SemanticDuplicates(Rule):
             self.threshold,
             preference=keep_preference(ctx, rows, self.keep),
             clusters=self.clusters,
+            redundancy=False,
         )
         local = np.flatnonzero(found.dropped)
         details: dict[str, Any] = {"duplicates": int(local.size), "clusters": found.clusters}
