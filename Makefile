@@ -27,7 +27,7 @@ $(PY):
 
 $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	$(PIP) install -q $(TORCH_INDEX) $(TORCH_SPEC)
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[clip,watermark,demo,dev]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[clip,watermark,demo,dev,ray,cloud]'
 	@touch $@
 
 browser: ## Install Debian's headless Chromium (report screenshots and browser tests)
@@ -86,14 +86,16 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 BENCH_IMAGES ?= 20000
-bench: $(BENCH_STAMP) ## Scan, near-duplicate, pre-commit, diversity and embedding benchmarks (~35 min)
+bench: $(BENCH_STAMP) ## Scan, near-duplicate, enforce at 1M rows, pre-commit, diversity, embedding and Ray benchmarks (~70 min)
 	$(PY) benchmarks/bench_scan.py --images $(BENCH_IMAGES) --scale 200000
 	$(PY) benchmarks/bench_neardup.py --hashes 1000000
+	$(PY) benchmarks/bench_enforce.py --rows 200000 1000000
 	$(PY) benchmarks/bench_precommit.py --images 10000
 	$(PY) benchmarks/bench_diversity.py
 	$(PY) benchmarks/bench_reference.py
 	$(PY) benchmarks/bench_embed.py --models tiny ViT-B-32:random --images 2000
 	$(PY) benchmarks/bench_detect.py
+	$(PY) benchmarks/bench_ray.py --images $(BENCH_IMAGES)
 
 bench-watermark: $(BENCH_STAMP) ## Watermark false positives on real photographs and survival of re-encoding (~8 min)
 	$(PY) benchmarks/bench_watermark.py

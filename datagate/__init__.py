@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from datagate.ledger.chain import Ledger
     from datagate.rules import Policy
     from datagate.scanner.engine import Progress, ScanResult
+    from datagate.scanner.options import ScanOptions
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,8 @@ def scan(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> ScanResult:
     """Scan images into ``out`` (``images.parquet``, ``embeddings.parquet``, ``meta.json``),
     as ``datagate scan`` does; resumes an interrupted scan of the same inputs.
@@ -73,15 +76,33 @@ def scan(
     ``none``...; default ``$DATAGATE_MODEL``, else the detector head's, else ``auto``).
     Fallbacks (e.g. ``auto`` offline) and cache problems go to ``warn`` (default:
     :mod:`warnings`). ``batch_size`` 0 means 256 on a GPU, 64 on the CPU.
+
+    ``engine``: ``local`` (processes on this machine) or ``ray`` (Ray Data: decode and
+    signals as tasks, the embedder as an actor pool; ``ray_address`` ``auto`` or HOST:PORT
+    joins a cluster, None starts a local Ray with ``workers`` CPUs). Inputs may be fsspec
+    URLs (``s3://``, ``gs://``, ``hf://``) for either engine.
     """
     from datagate.detect.head import load_head
     from datagate.embed.models import MODEL_ENV, load_embedder, model_spec
+    from datagate.errors import InputError
     from datagate.scanner.cache import Store
     from datagate.scanner.engine import scan as run
     from datagate.scanner.options import ScanOptions, parse_signals
+    from datagate.scanner.readers import as_url
 
     say = warn if warn is not None else _warn
-    paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
+    given = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths: list[Path | str] = [as_url(os.fspath(p)) or Path(p) for p in given]
+    if engine not in ENGINES:
+        raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise InputError("--ray-address applies to --engine ray", hint="add --engine ray")
+    if engine == "ray" and cache_rows:
+        raise InputError(
+            "--cache-rows: the row cache lives on this machine's disk, out of the Ray "
+            "cluster's reach",
+            hint="scan with --engine local to use it",
+        )
     options = ScanOptions(
         signals=parse_signals(",".join(signals)) if signals is not None else DEFAULT_SIGNALS,
         image_column=image_column,
@@ -91,6 +112,21 @@ def scan(
         watermark=watermark,
     )
     options.check()  # before a model is loaded
+    if engine == "ray":
+        return _scan_on_ray(
+            paths,
+            Path(out),
+            options,
+            say,
+            model=model,
+            detector=detector,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            workers=workers,
+            ray_address=ray_address,
+            progress=progress,
+        )
     head = load_head(Path(detector)) if detector is not None else None
     if head is not None and model is None and not os.environ.get(MODEL_ENV):
         model = head.model_spec
@@ -121,6 +157,57 @@ def scan(
     finally:
         if store is not None:
             store.close()
+
+
+ENGINES = ("local", "ray")
+
+
+def _scan_on_ray(
+    paths: Sequence[Path | str],
+    out: Path,
+    options: ScanOptions,
+    say: Callable[[str], None],
+    *,
+    model: str | None,
+    detector: PathLike | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    workers: int | None,
+    ray_address: str | None,
+    progress: Progress | None,
+) -> ScanResult:
+    """The scan on Ray: connected first (no model is loaded without a cluster); the driver
+    loads the embedder only to name it, each actor loads its own on its device."""
+    from datagate.detect.head import load_head
+    from datagate.embed.models import MODEL_ENV, load_embedder, model_spec
+    from datagate.scanner.ray_engine import RayOptions, connect, shutdown
+    from datagate.scanner.ray_engine import scan as run
+
+    ray_options = RayOptions(
+        address=ray_address, num_cpus=workers, device=device, precision=precision
+    )
+    started_ray = connect(ray_options)
+    try:
+        head = load_head(Path(detector)) if detector is not None else None
+        if head is not None and model is None and not os.environ.get(MODEL_ENV):
+            model = head.model_spec
+        choice = load_embedder(model_spec(model), device="cpu", precision="fp32")
+        if choice.warning:
+            say(choice.warning)
+        return run(
+            paths,
+            out,
+            options,
+            ray_options=ray_options,
+            progress=progress,
+            embedder=choice.embedder,
+            batch_size=batch_size or 64,
+            head=head,
+        )
+    finally:
+        if started_ray:
+            shutdown()
 
 
 def _warn(message: str) -> None:

@@ -120,6 +120,8 @@ class ScanMeta(TypedDict):
     timing: Timing
     embedder: NotRequired[EmbedderInfo]
     detector: NotRequired[DetectorInfo]
+    #: which engine ran the chunks: local or ray
+    engine: NotRequired[str]
 
 
 # --------------------------------------------------------------------------- report.json

@@ -22,6 +22,7 @@ from datagate.contract import (
     Embeddings,
     Report,
     ScanMeta,
+    file_sha256,
     load_embeddings,
     load_meta,
     load_report,
@@ -36,7 +37,7 @@ from datagate.errors import ConfigError, InputError
 from datagate.io import write_json, write_table, write_text
 from datagate.ledger import GateSigning, signing_for_gate
 from datagate.ledger.attest import ATTESTATION, statement, write_attestation
-from datagate.ledger.chain import Entry, append, file_sha256
+from datagate.ledger.chain import Entry, append
 from datagate.ledger.croissant import CROISSANT, croissant
 from datagate.ledger.lineage import apply_lineage
 from datagate.ledger.runs import overrides_record, run_payload, verdict_index

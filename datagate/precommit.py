@@ -1,15 +1,13 @@
 """The pre-commit gate: a scan of the data repository with a row cache, then its rules.
 
-Every commit re-judges the whole dataset (a human-share floor is a property of all of it),
-but the scan is configured to decode only what is new: unchanged shards are skipped by the
-scan's own resume, and in changed ones every image whose content was scanned before comes
-from the content-addressed cache in ``.datagate/cache``. Outputs land in ``.datagate/``
-too (``scan/``, ``manifests/``, ``report.*``); add ``.datagate/`` to ``.gitignore``.
+A human-share floor is a property of the whole dataset, so every commit judges all of it,
+but only what is new is decoded (unchanged shards resume, known content comes from the
+cache in ``.datagate/cache``) and an unchanged dataset reuses its last verdict
+(:mod:`datagate.verdict`). Outputs land in ``.datagate/``; add it to ``.gitignore``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -17,34 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datagate import __version__
-from datagate.contract import (
-    EMBEDDINGS_FILE,
-    REPORT_JSON,
-    Report,
-    ScanMeta,
-    file_sha256,
-    load_report,
-)
+from datagate.contract import Report
 from datagate.curation.overrides import DEFAULT_FILE, read_overrides
-from datagate.gate import enforce
-from datagate.io import output_lock, write_json
+from datagate.io import output_lock
 from datagate.rules import Policy
-from datagate.rules.policy import policy_digest
 from datagate.scanner.cache import Store
 from datagate.scanner.defaults import DEFAULT_STATE_DIR
 from datagate.scanner.engine import scan
 from datagate.scanner.options import ScanOptions
+from datagate.verdict import last_verdict, remember_verdict, verdict_key
 
 if TYPE_CHECKING:
     from datagate.detect.head import Head
     from datagate.embed.models import Embedder
 
 STATE_DIR = Path(DEFAULT_STATE_DIR)
-
-
-#: what the last gate judged, in the state folder: equal inputs reuse its verdict
-GATE_KEY = "gate-key.json"
 
 
 @dataclass
@@ -98,48 +83,17 @@ def run_hook(
     if overrides is None and Path(DEFAULT_FILE).exists():
         overrides = Path(DEFAULT_FILE)
     images, computed = done.meta["counts"]["images"], done.meta["timing"].get("rows_computed", 0)
-    key = gate_key(state_dir / "scan", done.meta, policy, overrides)
+    key = verdict_key(state_dir / "scan", done.meta, policy, overrides)
     with output_lock(state_dir):
-        if key is not None and _last_key(state_dir) == key:
-            report, reused = load_report(state_dir), True
-        else:
+        report = last_verdict(state_dir, key)
+        reused = report is not None
+        if report is None:
+            from datagate.gate import enforce  # the judging stack, only when judging
+
             decisions = read_overrides(overrides) if overrides is not None else None
             report = enforce(
                 state_dir / "scan", policy, source=source, out=state_dir, decisions=decisions
             ).report
-            reused = False
-            if key is not None:
-                write_json(state_dir / GATE_KEY, key)
+            remember_verdict(state_dir, key)
     seconds = time.perf_counter() - started
     return HookRun(report, images, images - computed, computed, seconds, reused)
-
-
-def gate_key(
-    scan_dir: Path, meta: ScanMeta, policy: Policy, overrides: Path | None
-) -> dict[str, str | None] | None:
-    """Everything a verdict depends on, by digest: the scan table and embeddings, the
-    detector's calibration, the policy, the overrides file and datagate's version (None:
-    cannot tell — a scan without a table digest, or a policy with a reference scan)."""
-    table_sha256 = meta["counts"].get("table_sha256")
-    if table_sha256 is None or policy.reference is not None:
-        return None
-    embeddings = scan_dir / EMBEDDINGS_FILE
-    return {
-        "datagate": __version__,
-        "table": str(table_sha256),
-        "embeddings": file_sha256(embeddings) if embeddings.exists() else None,
-        "detector": json.dumps(meta.get("detector"), sort_keys=True),
-        "policy": policy_digest(policy),
-        "overrides": file_sha256(overrides) if overrides is not None else None,
-    }
-
-
-def _last_key(state_dir: Path) -> dict[str, str | None] | None:
-    """The key of the verdict in ``state_dir``, when its report is still there."""
-    try:
-        if not (state_dir / REPORT_JSON).exists():
-            return None
-        found = json.loads((state_dir / GATE_KEY).read_text())
-        return found if isinstance(found, dict) else None
-    except (OSError, ValueError):
-        return None

@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 @app.command()
 def scan(
     paths: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            help="Image folders, WebDataset .tar/.tar.gz shards, Parquet files, or folders.",
+            help="Image folders, WebDataset .tar/.tar.gz shards, Parquet files, or folders; "
+            "local paths or fsspec URLs (s3://bucket/prefix, gs://..., hf://datasets/...).",
             show_default=False,
         ),
     ],
@@ -90,6 +91,20 @@ def scan(
             "same images elsewhere (renamed, re-sharded) decodes none of them again.",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Where the chunks run: local (processes on this machine) or ray (a Ray "
+            "cluster: decode and signals as tasks, the embedder as an actor pool on its GPUs).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the cluster to join (auto, or HOST:PORT); default: start "
+            "a local Ray with --workers CPUs.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -119,7 +134,7 @@ def scan(
         device=device,
         precision=precision,
         batch_size=batch_size,
-        workers=workers or (os.cpu_count() or 1),
+        workers=(workers or None) if engine == "ray" else (workers or (os.cpu_count() or 1)),
         cache_dir=cache_dir,
         cache_rows=cache_rows,
         image_column=image_column,
@@ -128,6 +143,8 @@ def scan(
         chunk_size=chunk_size,
         progress=bar,
         warn=console.warn,
+        engine=engine,
+        ray_address=ray_address,
     )
     if json_output:
         console.print_json(console.scan_json(result.meta, str(out)))
@@ -141,9 +158,9 @@ def scan(
     if result.meta["counts"]["images"] == 0:
         from datagate.scanner.readers.base import IMAGE_SUFFIXES
 
-        inputs = ", ".join(str(p) for p in paths)
+        inputs_text = ", ".join(paths)
         console.warn(
-            f"no images found in {inputs} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+            f"no images found in {inputs_text} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
             "files, .tar/.tar.gz/.tgz shards and .parquet files); the scan table is empty"
         )
     return ExitCode.OK

@@ -26,8 +26,9 @@ main process stacks a batch and calls :meth:`Embedder.embed`, which normalises a
 model on the whole batch on the chosen device. Embeddings are returned L2-normalised.
 Feature embedders (``forensic``) need more than resized pixels: their preprocessing is a
 :class:`FeaturePreprocessing`, and the workers compute the features themselves from the
-decoded sample and the file bytes (:func:`prepare_input`); the main process only
-standardises them.
+decoded sample and the file bytes (:func:`prepare_input`). Weight-free embedders (``pixel``,
+``forensic``, ``forensic+pixel``: :func:`worker_embedder`) are cheap enough to run whole in
+the workers, beside the signals; the main process then only merges their vectors.
 
 Only this module imports torch and open_clip, lazily, so ``enforce`` and ``--help`` stay fast.
 """
@@ -35,11 +36,13 @@ Only this module imports torch and open_clip, lazily, so ``enforce`` and ``--hel
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -143,7 +146,7 @@ def prepare(image: Image.Image, prep: Preprocessing) -> Pixels:
         image = image.resize((nw, nh), resample)
         left, top = (nw - size) // 2, (nh - size) // 2
         image = image.crop((left, top, left + size, top + size))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def prepare_input(decoded: Decoded, data: bytes | None, prep: Preprocessing) -> Pixels:
@@ -174,6 +177,35 @@ def feature_set(name: str) -> Any:
             hint="rescan and retrain with this version's --model forensic",
         )
     return sets[name]
+
+
+def worker_embedder(embedder_id: str | None, prep: Preprocessing | None) -> Embedder | None:
+    """The embedder a scan worker runs itself: a weight-free one (pixel statistics, the
+    forensic features, their stack) with this id and preprocessing; None for models.
+
+    An embedder's id names what its vectors are, so the worker's copy computes the same
+    vectors as the scan process's would.
+    """
+    if embedder_id is None or prep is None:
+        return None
+    return _worker_embedder(embedder_id, prep)
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_embedder(embedder_id: str, prep: Preprocessing) -> Embedder | None:
+    from datagate.embed.forensic import ForensicEmbedder
+    from datagate.embed.stacked import StackedEmbedder
+
+    weight_free: dict[str, Callable[[], Embedder]] = {
+        PixelEmbedder.id: PixelEmbedder,
+        ForensicEmbedder.id: ForensicEmbedder,
+        f"{ForensicEmbedder.id}+{PixelEmbedder.id}": lambda: StackedEmbedder(
+            ForensicEmbedder(), PixelEmbedder()
+        ),
+    }
+    make = weight_free.get(embedder_id)
+    embedder = make() if make is not None else None
+    return embedder if embedder is not None and embedder.preprocessing == prep else None
 
 
 class Embedder(Protocol):
@@ -227,12 +259,12 @@ class PixelEmbedder:
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         r, g, b = x[..., 0], x[..., 1], x[..., 2]
-        bins = np.minimum((pixels >> 6).astype(np.int64), 3)
-        idx = bins[..., 0] * 16 + bins[..., 1] * 4 + bins[..., 2]
-        hist = np.bincount(
-            (idx.reshape(n, -1) + 64 * np.arange(n)[:, None]).ravel(), minlength=64 * n
-        )
-        colour = np.sqrt(hist.reshape(n, 64) / idx[0].size)
+        level = pixels >> 6  # 4 levels per channel, in uint8
+        idx = ((level[..., 0] << 4) | (level[..., 1] << 2) | level[..., 2]).reshape(n, -1)
+        cells = idx.astype(np.intp)
+        cells += 64 * np.arange(n)[:, None]
+        hist = np.bincount(cells.ravel(), minlength=64 * n)
+        colour = np.sqrt(hist.reshape(n, 64) / idx.shape[1])
         gray = 0.299 * r + 0.587 * g + 0.114 * b
         layout = gray.reshape(n, 8, 8, 8, 8).mean(axis=(2, 4)).reshape(n, 64)
         rg = (r - g).reshape(n, 4, 16, 4, 16).mean(axis=(2, 4)).reshape(n, 16)
@@ -243,7 +275,7 @@ class PixelEmbedder:
         gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
         gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
         magnitude = np.hypot(gx, gy)
-        angle = np.mod(np.arctan2(gy, gx), np.pi)
+        angle = _mod_pi(np.arctan2(gy, gx))
         obin = np.minimum((angle / np.pi * 8).astype(np.int64), 7)
         cell = (np.arange(64) // 16)[:, None] * 4 + (np.arange(64) // 16)[None, :]
         flat = (np.arange(n)[:, None, None] * 128 + cell[None] * 8 + obin).ravel()
@@ -258,6 +290,17 @@ class PixelEmbedder:
         ]
         out = np.concatenate([_unit(block, axis=1) for block in blocks], axis=1)
         return _unit(out, axis=1).astype(np.float32)
+
+
+_PI32 = np.float32(np.pi)
+
+
+def _mod_pi(angle: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, Any]:
+    """``np.mod(angle, np.pi)`` for float32 angles in [-pi, pi] (arctan2's range), equal to
+    it value for value, without its slow generic remainder loop."""
+    out = np.where(angle < 0, angle + _PI32, angle)
+    out[angle == _PI32] = 0
+    return out
 
 
 def _unit(x: np.ndarray[Any, Any], axis: int) -> np.ndarray[Any, Any]:

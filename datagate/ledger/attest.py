@@ -16,16 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from securesystemslib.dsse import Envelope
-from securesystemslib.exceptions import FormatError, UnsupportedAlgorithmError, VerificationError
 
-# the public names (securesystemslib's __init__ re-exports them without __all__)
-from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
-
+from datagate.contract import file_sha256
 from datagate.errors import InputError
 from datagate.io import write_json
 from datagate.ledger import keys
-from datagate.ledger.chain import canonical, file_sha256
+from datagate.ledger.chain import canonical
 
 ATTESTATION = "attestation.intoto.json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -33,7 +29,10 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://datagate.dev/attestations/gate/v1"
 
 
-def _sslib_key(public: Ed25519PublicKey) -> SSlibKey:
+def _sslib_key(public: Ed25519PublicKey) -> Any:
+    # imported when signing or verifying: enforce without a key never pays for it
+    from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
+
     return SSlibKey.from_crypto(public, keyid=keys.key_id(public))
 
 
@@ -51,6 +50,9 @@ def statement(out: Path, subjects: list[str], predicate: dict[str, Any]) -> dict
 
 def write_attestation(out: Path, stmt: dict[str, Any], private: Ed25519PrivateKey) -> Path:
     """Sign ``stmt`` into a DSSE envelope and write it as ``out/attestation.intoto.json``."""
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+
     envelope = Envelope(payload=canonical(stmt), payload_type=PAYLOAD_TYPE, signatures={})
     envelope.sign(CryptoSigner(private, _sslib_key(private.public_key())))
     path = out / ATTESTATION
@@ -78,6 +80,13 @@ class Verified:
 def verify_gate(gate_dir: Path, pub: Path) -> Verified:
     """Check a gate folder's attestation: the DSSE signature with ``pub``, then every subject's
     sha256 against the file. Any failure is an :class:`InputError` saying which."""
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.exceptions import (
+        FormatError,
+        UnsupportedAlgorithmError,
+        VerificationError,
+    )
+
     path = gate_dir / ATTESTATION
     public = keys.load_public(pub)
     try:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from datagate.contract import file_sha256
 from datagate.errors import InputError
 from datagate.io import write_json, write_table, write_text
 from datagate.ledger import keys, merkle
@@ -71,14 +72,6 @@ def _default(value: Any) -> Any:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def entry_name(seq: int) -> str:

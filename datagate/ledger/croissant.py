@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagate import __version__
-from datagate.contract import KEPT, Report
-from datagate.ledger.chain import Ledger, file_sha256
+from datagate.contract import KEPT, Report, file_sha256
+from datagate.ledger.chain import Ledger
 
 CROISSANT = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.1"

@@ -3,9 +3,12 @@
 :func:`compute_chunk` is what every executor runs (inline, a local process pool, Ray): it
 turns a list of records into rows, consulting the content-addressed row cache first when
 the scan has one, writes them as one Parquet part when given a path, and, when the scan
-embeds, hands back each image's embedder input (the pixels prepared to the model's input
-size, or features a feature embedder computes here from the decoded sample and the file
-bytes) so that the embedding stage only stacks them and runs the model.
+embeds, hands back each image's vector or embedder input. A weight-free embedder (pixel,
+forensic, and their stack: :func:`datagate.embed.models.worker_embedder`) runs here, as part
+of the per-record compute, so the scan process only merges its vectors; for a model, the
+input is prepared here (the pixels at the model's input size, or the features a feature
+embedder computes from the decoded sample and the file bytes) and the embedding stage only
+stacks the inputs and runs the model.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from datagate.embed.models import prepare_input
+from datagate.embed.models import Embedder, prepare_input, worker_embedder
 from datagate.io import write_table
 from datagate.scanner.cache import content_key, worker_store
 from datagate.scanner.decode import Decoded, DecodeError, decode
@@ -31,6 +34,8 @@ from datagate.scanner.signals.base import nulls
 
 Pixels = np.ndarray[Any, np.dtype[np.uint8]]
 _IDENTITY = {f.name for f in IDENTITY_FIELDS} - {"error"}
+#: Images a worker embeds at once with a weight-free embedder (the scan's default batch).
+WORKER_BATCH = 64
 
 
 def identity(record: ImageRecord) -> dict[str, Any]:
@@ -106,11 +111,12 @@ class ChunkResult:
     """What a worker hands back for one chunk."""
 
     rows: int
-    #: key, SHA-256 digest and embedder input (None: its vector is cached) of each
-    #: image the scan embeds
+    #: key, SHA-256 digest and vector or embedder input of each image the scan embeds: its
+    #: float32 vector when the embedder ran here, else its uint8 embedder input, or None
+    #: when its vector is cached
     keys: list[str] = field(default_factory=list)
     digests: list[bytes] = field(default_factory=list)
-    pixels: list[Pixels | None] = field(default_factory=list)
+    pixels: list[np.ndarray[Any, Any] | None] = field(default_factory=list)
     #: rows computed here for the cache (content key -> values), and cache keys that hit
     new_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
@@ -156,7 +162,7 @@ def compute_chunk(
         pending.sort(key=lambda p: p[0])
     else:
         pending = [(i, r, None) for i, r in enumerate(records)]
-    prepared: dict[int, Pixels | None] = {}
+    prepared: dict[int, np.ndarray[Any, Any] | None] = {}
     digest_of: dict[int, bytes] = {}
     for i, record, key in pending:
         done = compute_record(record, options)
@@ -179,7 +185,11 @@ def compute_chunk(
         if options.preprocessing is not None and hit.get("decodable") is not False:
             prepared[i] = None
             digest_of[i] = bytes.fromhex(key[:64])
-    for i in sorted(prepared):
+    order = sorted(prepared)
+    embedder = worker_embedder(options.embedder, options.preprocessing)
+    if embedder is not None:
+        _embed_here(embedder, prepared, order)
+    for i in order:
         result.keys.append(records[i].key)
         result.digests.append(digest_of[i])
         result.pixels.append(prepared[i])
@@ -189,3 +199,15 @@ def compute_chunk(
     else:
         result.table = table
     return result
+
+
+def _embed_here(
+    embedder: Embedder, prepared: dict[int, np.ndarray[Any, Any] | None], order: list[int]
+) -> None:
+    """Replace each prepared input by its float32 vector, embedding in batches (in ``order``)."""
+    todo = [i for i in order if prepared[i] is not None]
+    for start in range(0, len(todo), WORKER_BATCH):
+        rows = todo[start : start + WORKER_BATCH]
+        vectors = embedder.embed(np.stack([prepared[i] for i in rows]))  # type: ignore[misc]
+        for i, vector in zip(rows, np.asarray(vectors, dtype=np.float32)):
+            prepared[i] = vector

@@ -1,10 +1,12 @@
 """The scan's embedding stage: vectors by content from the cache, the model for the rest.
 
-Workers hand back each image's embedder input already computed (pixels prepared to the
-model's input size, or a feature embedder's features); this stage (in the process that
-holds the model) looks vectors up by image SHA-256 in the cache store, runs the embedder in
-batches on the rest, and, with a detector head, scores each vector in the
-same pass. The scores are merged into ``images.parquet`` by :func:`attach_scores`.
+Workers hand back each image's vector when the embedder is weight-free and ran there
+(:func:`datagate.embed.models.worker_embedder`), else its embedder input already computed
+(pixels prepared to the model's input size, or a feature embedder's features); this stage
+(in the process that holds the model) looks vectors up by image SHA-256 in the cache store,
+runs the embedder in batches on the inputs of the rest, and, with a detector head, scores
+each vector in the same pass. The scores are merged into ``images.parquet`` by
+:func:`attach_scores`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,11 @@ class EmbedStage:
     def vectors(
         self, digests: list[bytes], pixels: Sequence[np.ndarray[Any, Any] | None]
     ) -> tuple[np.ndarray[Any, np.dtype[np.float16]], np.ndarray[Any, np.dtype[np.bool_]]]:
-        """(vectors, found): ``found[i]`` is False where neither cache nor pixels had one."""
+        """(vectors, found): ``found[i]`` is False where neither cache nor pixels had one.
+
+        ``pixels[i]``: the image's uint8 embedder input, its float32 vector when a worker
+        embedded it (:class:`~datagate.scanner.compute.ChunkResult`), or None.
+        """
         dim = self.embedder.dim
         out = np.zeros((len(digests), dim), dtype=np.float16)
         found = np.zeros(len(digests), dtype=bool)
@@ -62,8 +68,13 @@ class EmbedStage:
                 first.setdefault(digest, i)  # duplicate bytes in a chunk: computed once
         todo = list(first.values())
         fresh: dict[bytes, np.ndarray[Any, Any]] = {}
-        for start in range(0, len(todo), self.batch_size):
-            rows = todo[start : start + self.batch_size]
+        ready = [i for i in todo if _is_vector(pixels[i])]
+        if ready:
+            batch = np.stack([pixels[i] for i in ready])  # type: ignore[misc]
+            fresh.update({digests[i]: v for i, v in zip(ready, batch.astype(np.float16))})
+        inputs = [i for i in todo if not _is_vector(pixels[i])]
+        for start in range(0, len(inputs), self.batch_size):
+            rows = inputs[start : start + self.batch_size]
             batch = self.embedder.embed(np.stack([pixels[i] for i in rows]))  # type: ignore[misc]
             fresh.update({digests[i]: v for i, v in zip(rows, batch.astype(np.float16))})
         self.computed += len(todo)
@@ -103,6 +114,11 @@ class EmbedStage:
             "cache": None if store is None or not store.usable else str(store.path),
             "cache_hits": 0 if store is None else store.vector_hits,
         }
+
+
+def _is_vector(value: np.ndarray[Any, Any] | None) -> bool:
+    """A finished vector (float32, from a worker) rather than an embedder input (uint8)."""
+    return value is not None and value.dtype == np.float32
 
 
 def detector_info(head: Head) -> DetectorInfo:

@@ -46,9 +46,9 @@ from datagate.errors import InputError
 from datagate.io import atomic_path, output_lock, write_json
 from datagate.scanner.compute import CacheRef, ChunkResult, compute_chunk
 from datagate.scanner.embedding import EmbedStage, attach_scores, detector_info
-from datagate.scanner.executors import make_executor, stop
+from datagate.scanner.executors import executor_name, make_executor, stop
 from datagate.scanner.options import ScanOptions, watermark_rate
-from datagate.scanner.readers import Shard, discover
+from datagate.scanner.readers import Discovery, Shard, as_url, discover, shard_path
 from datagate.scanner.records import ImageRecord
 from datagate.scanner.schema import (
     SCHEMA_VERSION,
@@ -89,7 +89,7 @@ class ScanResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _chunks(records: Iterator[ImageRecord], options: ScanOptions) -> Iterator[list[ImageRecord]]:
+def chunks_of(records: Iterator[ImageRecord], options: ScanOptions) -> Iterator[list[ImageRecord]]:
     chunk: list[ImageRecord] = []
     size = 0
     for record in records:
@@ -114,7 +114,7 @@ def _count_images(shard: Shard) -> int:
 
 
 def scan(
-    inputs: Sequence[Path],
+    inputs: Sequence[Path | str],
     out: Path,
     options: ScanOptions | None = None,
     *,
@@ -178,7 +178,7 @@ def scan(
 
 
 def _scan_locked(
-    inputs: Sequence[Path],
+    inputs: Sequence[Path | str],
     out: Path,
     options: ScanOptions,
     *,
@@ -192,29 +192,20 @@ def _scan_locked(
     head: Head | None,
 ) -> ScanResult:
     """:func:`scan` once ``out`` is this process's (:func:`datagate.io.output_lock`)."""
-    found = discover(
-        list(inputs), image_column=options.image_column, exclude=[out], max_bytes=options.max_bytes
-    )
-    parts_dir = out / PARTS_DIR
-    parts_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-
-    hints = [s.size_hint for s in found.shards]
-    sampled = options.watermark.startswith("sample:")
-    total = sum(_count_images(s) for s in found.shards) if sampled else 0
-    options = replace(options, watermark_rate=watermark_rate(options.watermark, total))
-    config_hash = options.config_hash()
-    progress.start(None if any(h is None for h in hints) else sum(h or 0 for h in hints))
+    found, plan, options, total_hint = plan_scan(inputs, out, options)
+    parts_dir = out / PARTS_DIR
+    progress.start(total_hint)
     cache = None
     if cache_rows and store is not None and store.usable:
         cache = CacheRef(
             str(store.directory), options.row_config(), stage.model_key if stage else None
         )
-    plan: list[tuple[Shard, str]] = [(s, _shard_prefix(s, config_hash)) for s in found.shards]
     computed = resumed = rows_cached = rows_computed = 0
     window = max(2, 2 * workers)
     own_executor = executor is None
-    pool = executor if executor is not None else make_executor(workers)
+    # the pool starts with the first chunk to compute: a scan with nothing new starts none
+    pool: Executor | None = executor
     pending: dict[Future[ChunkResult], tuple[str, Path]] = {}
     # shard prefix -> futures outstanding; prefix -> chunk count once its iteration finished
     outstanding: dict[str, set[Future[ChunkResult]]] = {}
@@ -226,7 +217,7 @@ def _scan_locked(
             prefix, part = pending.pop(fut)
             result = fut.result()  # re-raises a worker's unexpected error
             if stage is not None:
-                stage.write(result, _embedding_part(part))
+                stage.write(result, embedding_part(part))
             if cache is not None and store is not None:
                 store.put_rows(cache.row_config, result.new_rows)
                 store.touch_rows(cache.row_config, result.hits)
@@ -242,19 +233,21 @@ def _scan_locked(
     try:
         for shard, prefix in plan:
             if (parts_dir / f"{prefix}.done").exists():
-                n_done = sum(pq.read_metadata(p).num_rows for p in _parts_of(parts_dir, prefix))
+                n_done = sum(pq.read_metadata(p).num_rows for p in parts_of(parts_dir, prefix))
                 progress.advance(n_done)
                 continue
             outstanding[prefix] = set()
             n_chunks = 0
-            for index, chunk in enumerate(_chunks(shard.records(), options)):
+            for index, chunk in enumerate(chunks_of(shard.records(), options)):
                 n_chunks = index + 1
                 part = parts_dir / f"{prefix}-{index:06d}.parquet"
-                if part.exists() and (stage is None or _embedding_part(part).exists()):
+                if part.exists() and (stage is None or embedding_part(part).exists()):
                     resumed += 1
                     progress.advance(len(chunk))
                     continue
                 computed += 1
+                if pool is None:
+                    pool = make_executor(workers)
                 fut = pool.submit(compute_chunk, chunk, options, str(part), cache)
                 pending[fut] = (prefix, part)
                 outstanding[prefix].add(fut)
@@ -267,24 +260,71 @@ def _scan_locked(
             done, _ = wait(set(pending), return_when=FIRST_COMPLETED)
             settle(done)
     except BaseException:  # an interrupt, or a bug: stop at once, keep what is written
-        if own_executor:
+        if own_executor and pool is not None:
             stop(pool)
         raise
-    if own_executor:
+    if own_executor and pool is not None:
         pool.shutdown()
     progress.finish()
 
-    counts, shards_meta = _merge(out, plan, options, found.skipped, embedder)
-    seconds = time.perf_counter() - started
     timing: Timing = {
-        "seconds": round(seconds, 3),
-        "images_per_second": round(counts["images"] / seconds, 1) if seconds > 0 else None,
         "workers": workers,
-        "executor": type(pool).__name__,
+        "executor": type(pool).__name__ if pool is not None else executor_name(workers),
         "chunks_computed": computed,
         "chunks_resumed": resumed,
         "rows_cached": rows_cached,
         "rows_computed": rows_computed,
+    }
+    return finish_scan(
+        inputs, out, options, found, plan, started, timing, stage, embedder, head, "local"
+    )
+
+
+def plan_scan(
+    inputs: Sequence[Path | str], out: Path, options: ScanOptions
+) -> tuple[Discovery, list[tuple[Shard, str]], ScanOptions, int | None]:
+    """Find the shards, settle the options that depend on them (the watermark sample rate),
+    and name each shard's parts by its prefix: (discovery, plan, options, images if known).
+
+    Every engine (local, Ray) plans with this and merges with :func:`finish_scan`, so their
+    parts are interchangeable and each resumes the other's work.
+    """
+    found = discover(
+        list(inputs), image_column=options.image_column, exclude=[out], max_bytes=options.max_bytes
+    )
+    (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+    hints = [s.size_hint for s in found.shards]
+    sampled = options.watermark.startswith("sample:")
+    total = sum(_count_images(s) for s in found.shards) if sampled else 0
+    options = replace(options, watermark_rate=watermark_rate(options.watermark, total))
+    config_hash = options.config_hash()
+    plan: list[tuple[Shard, str]] = [(s, _shard_prefix(s, config_hash)) for s in found.shards]
+    total_hint = None if any(h is None for h in hints) else sum(h or 0 for h in hints)
+    return found, plan, options, total_hint
+
+
+def finish_scan(
+    inputs: Sequence[Path | str],
+    out: Path,
+    options: ScanOptions,
+    found: Discovery,
+    plan: list[tuple[Shard, str]],
+    started: float,
+    timing: Timing,
+    stage: EmbedStage | None,
+    embedder: Embedder | None,
+    head: Head | None,
+    engine: str,
+) -> ScanResult:
+    """Merge the finished parts into the scan folder and write meta.json (``engine``: which
+    engine ran the chunks)."""
+    config_hash = options.config_hash()
+    counts, shards_meta = _merge(out, plan, options, found.skipped, embedder)
+    seconds = time.perf_counter() - started
+    timing = {
+        "seconds": round(seconds, 3),
+        "images_per_second": round(counts["images"] / seconds, 1) if seconds > 0 else None,
+        **timing,
     }
     meta: ScanMeta = {
         "counts": counts,
@@ -295,9 +335,10 @@ def _scan_locked(
         "signals": signal_versions(options.signals),
         "config": {**asdict(options), "signals": list(options.signals)},
         "config_hash": config_hash,
-        "inputs": [str(p) for p in inputs],
+        "inputs": [as_url(p) or str(p) for p in inputs],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "timing": timing,
+        "engine": engine,
     }
     if stage is not None:
         meta["embedder"] = stage.info()
@@ -307,11 +348,17 @@ def _scan_locked(
     return ScanResult(out=out, meta=meta, skipped=found.skipped)
 
 
-def _embedding_part(part: Path) -> Path:
+def _read_part(part: Path, columns: list[str]) -> pa.Table:
+    """A part file's columns, through the plain Parquet reader (``pq.read_table`` loads the
+    dataset layer and, with it, pandas: half a second of every scan's end)."""
+    return pq.ParquetFile(part).read(columns=columns)
+
+
+def embedding_part(part: Path) -> Path:
     return part.with_suffix(".emb.parquet")
 
 
-def _parts_of(parts_dir: Path, prefix: str) -> list[Path]:
+def parts_of(parts_dir: Path, prefix: str) -> list[Path]:
     done = json.loads((parts_dir / f"{prefix}.done").read_text())
     return [parts_dir / f"{prefix}-{i:06d}.parquet" for i in range(int(done["chunks"]))]
 
@@ -339,11 +386,11 @@ def _merge(
         for shard, prefix in plan:
             keep.add(f"{prefix}.done")
             shard_images = shard_errors = 0
-            for part in _parts_of(parts_dir, prefix):
+            for part in parts_of(parts_dir, prefix):
                 keep.add(part.name)
-                table = pq.read_table(part, schema=schema)
+                table = _read_part(part, schema.names).cast(schema)
                 if options.detector is not None:
-                    scored = pq.read_table(_embedding_part(part), columns=["key", "detector_score"])
+                    scored = _read_part(embedding_part(part), ["key", "detector_score"])
                     table = attach_scores(
                         table,
                         scored.column("key").to_numpy(),
@@ -361,7 +408,7 @@ def _merge(
                 {
                     "id": shard.id,
                     "kind": shard.kind,
-                    "path": str(shard.location.resolve()),
+                    "path": shard_path(shard),
                     "images": shard_images,
                     "errors": shard_errors,
                 }
@@ -399,8 +446,8 @@ def _merge_embeddings(out: Path, plan: list[tuple[Shard, str]], embedder: Embedd
         pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
     ):
         for _, prefix in plan:
-            for part in _parts_of(parts_dir, prefix):
-                emb = _embedding_part(part)
+            for part in parts_of(parts_dir, prefix):
+                emb = embedding_part(part)
                 names.add(emb.name)
-                writer.write_table(pq.read_table(emb, columns=schema.names).cast(schema))
+                writer.write_table(_read_part(emb, schema.names).cast(schema))
     return names

@@ -133,8 +133,9 @@ def process_pool(workers: int) -> Executor:
         from datagate.scanner.signals import SIGNALS
 
         plugins = sorted({cls.__module__ for cls in SIGNALS.values()})
+        # pandas: pyarrow imports it (when installed) on a chunk's first table conversion
         context.set_forkserver_preload(
-            ["datagate.scanner._forkserver", "datagate.scanner.compute", *plugins]
+            ["datagate.scanner._forkserver", "pandas", "datagate.scanner.compute", *plugins]
         )
         _start_forkserver()
     else:
@@ -186,3 +187,8 @@ def stop(executor: Executor) -> None:
 def make_executor(workers: int) -> Executor:
     """``inline`` for one worker, else ``local`` with that many processes."""
     return InlineExecutor() if workers <= 1 else process_pool(workers)
+
+
+def executor_name(workers: int) -> str:
+    """The class :func:`make_executor` would use, without starting it."""
+    return InlineExecutor.__name__ if workers <= 1 else LocalPool.__name__

@@ -14,6 +14,9 @@ Registry of shard kinds, chosen from what a path holds:
 
 A Parquet file found inside a folder that cannot be read becomes an error row; one named
 on the command line is a usage error.
+
+An input may also be an fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``hf://...``):
+:mod:`.remote` lists it and the same readers read it through its filesystem.
 """
 
 from __future__ import annotations
@@ -21,16 +24,25 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from datagate.contract import IMAGES_FILE, META_FILE, PARTS_DIR, REPORT_JSON
 from datagate.errors import InputError
 from datagate.scanner.defaults import DEFAULT_MAX_BYTES
-from datagate.scanner.readers.base import IMAGE_SUFFIXES, Shard, is_image_name
+from datagate.scanner.readers.base import IMAGE_SUFFIXES, Shard, is_image_name, shard_path
 from datagate.scanner.readers.folder import FolderShard, outside_reason, read_file
 from datagate.scanner.readers.parquet import ParquetShard
+from datagate.scanner.readers.remote import (
+    RemoteFile,
+    as_url,
+    describe,
+    filesystem,
+    join_url,
+    relative,
+    url_of,
+)
 from datagate.scanner.readers.webdataset import WebDatasetShard, is_tar_name
 
 __all__ = [
@@ -40,10 +52,12 @@ __all__ = [
     "ParquetShard",
     "Shard",
     "WebDatasetShard",
+    "as_url",
     "discover",
     "input_ids",
     "read_file",
     "reopen",
+    "shard_path",
 ]
 
 #: A meta.json or report.json larger than this is not opened to check who wrote it.
@@ -54,6 +68,9 @@ def reopen(
     kind: str, shard_id: str, path: Path, members: list[str], image_column: str | None = None
 ) -> Shard:
     """A shard recorded in a scan's meta.json, opened again to read some of its members."""
+    url = as_url(path)
+    if url is not None:
+        return _reopen_remote(kind, shard_id, url, members, image_column)
     if kind == "folder":
         return FolderShard(shard_id, path, sorted(members))
     if kind == "webdataset":
@@ -61,6 +78,29 @@ def reopen(
     if kind == "parquet":
         return ParquetShard(shard_id, path, image_column)
     raise InputError(f"{path}: unknown shard kind {kind!r}")
+
+
+def _reopen_remote(
+    kind: str, shard_id: str, url: str, members: list[str], image_column: str | None
+) -> Shard:
+    fs, path = filesystem(url)
+    if kind == "folder":
+        remote = {}
+        for name in sorted(members):
+            try:
+                size = int(fs.size(f"{path}/{name}") or 0)
+            except (OSError, ValueError):
+                size = 0  # read (and reported) as an error row
+            remote[name] = RemoteFile(f"{path}/{name}", size, "")
+        return FolderShard(shard_id, Path(path), sorted(members), url=url, remote=remote)
+    listing = describe(fs, path, url)
+    if not isinstance(listing, RemoteFile):
+        raise InputError(f"{url}: expected a {kind} file, found a prefix")
+    if kind == "webdataset":
+        return WebDatasetShard(shard_id, Path(path), url=url, remote=listing)
+    if kind == "parquet":
+        return ParquetShard(shard_id, Path(path), image_column, url=url, remote=listing)
+    raise InputError(f"{url}: unknown shard kind {kind!r}")
 
 
 @dataclass
@@ -130,7 +170,7 @@ def _names_datagate(path: Path, version_key: str) -> bool:
 
 
 def discover(
-    paths: list[Path],
+    paths: Sequence[Path | str],
     *,
     image_column: str | None = None,
     exclude: list[Path] | None = None,
@@ -158,11 +198,28 @@ def discover(
         seen_ids[shard.id] = origin
         found.shards.append(shard)
 
-    for root in paths:
-        if not root.exists():
-            raise InputError(f"{root}: no such file or directory")
-    names = input_ids(paths) if len(paths) > 1 else [root.name for root in paths]
-    for root, name in zip(paths, names, strict=True):
+    urls = [as_url(p) for p in paths]
+    for given, url in zip(paths, urls, strict=True):
+        if url is None and not Path(given).exists():
+            raise InputError(f"{given}: no such file or directory")
+    # a URL is named like a path whose first part is its scheme (s3://b/k -> /s3/b/k)
+    named = [
+        Path(p) if u is None else Path("/" + u.replace("://", "/", 1)) for p, u in zip(paths, urls)
+    ]
+    names = input_ids(named) if len(paths) > 1 else [root.name for root in named]
+    for given, url, name in zip(paths, urls, names, strict=True):
+        if url is not None:
+            _walk_remote(
+                url,
+                name,
+                "" if len(paths) == 1 else f"{name}/",
+                image_column,
+                max_bytes,
+                found,
+                add,
+            )
+            continue
+        root = Path(given)
         if root.is_file():
             shard = _file_shard(root, name, image_column, max_bytes, strict=True)
             if shard is None:
@@ -251,12 +308,102 @@ def _walk(
             add(FolderShard(prefix + rel_dir, here, images, max_bytes, root=real_root), here)
 
 
+def _walk_remote(
+    url: str,
+    name: str,
+    prefix: str,
+    image_column: str | None,
+    max_bytes: int,
+    found: Discovery,
+    add: Callable[[Shard, Path], None],
+) -> None:
+    """:func:`_walk` for an fsspec URL: one listing, grouped as a local walk groups files."""
+    fs, root = filesystem(url)
+    listing = describe(fs, root, url)
+    origin = Path(url)
+    if isinstance(listing, RemoteFile):
+        shard = _file_shard(
+            Path(root), name, image_column, max_bytes, strict=True, url=url, remote=listing
+        )
+        if shard is None:
+            if not is_image_name(root):
+                raise InputError(
+                    f"{url}: not an image folder, WebDataset tar shard or Parquet file",
+                    hint="supported: prefixes, .tar/.tar.gz/.tgz, .parquet, image files",
+                )
+            one = PurePosixPath(root)
+            shard = FolderShard(
+                name,
+                Path(str(one.parent)),
+                [one.name],
+                max_bytes,
+                single=True,
+                url=url_of(fs, str(one.parent)),
+                remote={one.name: listing},
+            )
+        add(shard, origin)
+        return
+    if not listing:
+        raise InputError(f"{url}: no such object or prefix (nothing found under it)")
+    images: dict[str, dict[str, RemoteFile]] = {}
+    hidden: set[str] = set()
+    for obj in listing:
+        rel = relative(obj.path, root)
+        *folders, base = rel.split("/")
+        dot = next((i for i, part in enumerate(folders) if part.startswith(".")), None)
+        if dot is not None:
+            folder = join_url(url, "/".join(folders[: dot + 1]))
+            if folder not in hidden:
+                hidden.add(folder)
+                found.skipped.append((folder, "hidden folder"))
+            continue
+        where = join_url(url, rel)
+        if base.startswith("."):
+            found.skipped.append((where, "hidden file"))
+        elif is_image_name(base):
+            images.setdefault("/".join(folders) or ".", {})[base] = obj
+        else:
+            shard = _file_shard(
+                Path(obj.path),
+                prefix + rel,
+                image_column,
+                max_bytes,
+                strict=False,
+                url=url_of(fs, obj.path),
+                remote=obj,
+            )
+            if shard is None:
+                found.skipped.append((where, "not an image, tar shard or Parquet file"))
+            else:
+                add(shard, origin)
+    for rel_dir, files in images.items():
+        directory = root if rel_dir == "." else f"{root.rstrip('/')}/{rel_dir}"
+        shard = FolderShard(
+            prefix + rel_dir,
+            Path(directory),
+            sorted(files),
+            max_bytes,
+            url=url_of(fs, directory),
+            remote=files,
+        )
+        add(shard, origin)
+
+
 def _file_shard(
-    path: Path, shard_id: str, image_column: str | None, max_bytes: int, *, strict: bool
+    path: Path,
+    shard_id: str,
+    image_column: str | None,
+    max_bytes: int,
+    *,
+    strict: bool,
+    url: str | None = None,
+    remote: RemoteFile | None = None,
 ) -> Shard | None:
     name = path.name.lower()
     if is_tar_name(name):
-        return WebDatasetShard(shard_id, path, max_bytes)
+        return WebDatasetShard(shard_id, path, max_bytes, url=url, remote=remote)
     if name.endswith(".parquet"):
-        return ParquetShard(shard_id, path, image_column, max_bytes, strict=strict)
+        return ParquetShard(
+            shard_id, path, image_column, max_bytes, strict=strict, url=url, remote=remote
+        )
     return None

@@ -26,13 +26,21 @@ class Shard(Protocol):
     kind: str
     fingerprint: str
     size_hint: int | None
+    #: The shard's fsspec URL when it lives on a remote filesystem (None: a local path).
+    url: str | None
 
     @property
     def location(self) -> Path:
-        """Where the shard lives (a folder, or the tar/Parquet file)."""
+        """Where the shard lives (a folder, or the tar/Parquet file; on a remote filesystem,
+        its path there: :func:`shard_path` gives the URL)."""
         ...
 
     def records(self) -> Iterator[ImageRecord]: ...
+
+
+def shard_path(shard: Shard) -> str:
+    """Where a shard lives, as meta.json records it: its URL, or its resolved local path."""
+    return shard.url if shard.url is not None else str(shard.location.resolve())
 
 
 def is_image_name(name: str) -> bool:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from datagate.errors import InputError
 from datagate.scanner.defaults import DEFAULT_MAX_BYTES
 from datagate.scanner.readers.base import too_large
+from datagate.scanner.readers.remote import RemoteFile
 from datagate.scanner.records import ImageRecord
 
 #: Preferred names when several columns could hold images.
@@ -51,7 +52,9 @@ def _is_scalar(t: pa.DataType) -> bool:
     )
 
 
-def choose_image_column(schema: pa.Schema, path: Path, requested: str | None) -> tuple[str, str]:
+def choose_image_column(
+    schema: pa.Schema, path: Path | str, requested: str | None
+) -> tuple[str, str]:
     def describe() -> str:
         return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
@@ -87,7 +90,9 @@ class ParquetShard:
     """A Parquet file's rows, one record per row.
 
     ``strict`` (a file named as an input): an unreadable or unsuitable file is an
-    :class:`InputError`. Otherwise (found inside a folder) it becomes one error row.
+    :class:`InputError`. Otherwise (found inside a folder) it becomes one error row. On a
+    remote filesystem (:mod:`.remote`), ``url`` is the object's URL and ``remote`` its
+    listing entry; the file is read through fsspec.
     """
 
     id: str
@@ -101,36 +106,57 @@ class ParquetShard:
     column_kind: str = field(init=False)
     #: why the file cannot be read (only when not ``strict``)
     problem: str | None = field(init=False, default=None)
+    url: str | None = None
+    remote: RemoteFile | None = None
+
+    def _version(self) -> str:
+        if self.remote is not None:
+            return f"{self.remote.size}:{self.remote.tag}"
+        st = os.stat(self.path)
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    @property
+    def where(self) -> str:
+        """The file, as messages name it (its URL when remote)."""
+        return self.url if self.url is not None else str(self.path)
+
+    def _open(self) -> pq.ParquetFile:
+        if self.url is not None:
+            from datagate.scanner.readers.remote import filesystem
+
+            fs, path = filesystem(self.url)
+            return pq.ParquetFile(fs.open(path, "rb"))
+        return pq.ParquetFile(self.path)
 
     def __post_init__(self) -> None:
-        st = os.stat(self.path)
-        self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{self.image_column}"
+        version = self._version()
+        self.fingerprint = f"{version}:{self.image_column}"
         self._meta_columns: list[str] = []
         self.column_kind = "binary"
         self.size_hint = 1
         try:
             try:
-                pf = pq.ParquetFile(self.path)
+                pf = self._open()
             except (pa.ArrowException, OSError) as exc:
-                raise InputError(f"{self.path}: not a readable Parquet file: {exc}") from exc
+                raise InputError(f"{self.where}: not a readable Parquet file: {exc}") from exc
             schema = pf.schema_arrow
             if schema.metadata and b"datagate.schema_version" in schema.metadata:
                 raise InputError(
-                    f"{self.path}: a table datagate wrote (scan table or manifest), not images"
+                    f"{self.where}: a table datagate wrote (scan table or manifest), not images"
                 )
             self.image_column, self.column_kind = choose_image_column(
-                schema, self.path, self.image_column
+                schema, self.where, self.image_column
             )
         except InputError as exc:
             if self.strict:
                 raise
-            self.problem = str(exc).removeprefix(f"{self.path}: ")
+            self.problem = str(exc).removeprefix(f"{self.where}: ")
             return
         self._meta_columns = [
             f.name for f in schema if f.name != self.image_column and _is_scalar(f.type)
         ]
         self.size_hint = pf.metadata.num_rows
-        self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{self.image_column}"
+        self.fingerprint = f"{version}:{self.image_column}"
 
     @property
     def location(self) -> Path:
@@ -155,7 +181,7 @@ class ParquetShard:
 
     def _rows(self) -> Iterator[ImageRecord]:
         assert self.image_column is not None
-        pf = pq.ParquetFile(self.path)
+        pf = self._open()
         row = 0
         columns = [self.image_column, *self._meta_columns]
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):

@@ -29,6 +29,7 @@ from typing import IO, Any, Protocol
 
 from datagate.scanner.defaults import DEFAULT_MAX_BYTES
 from datagate.scanner.readers.base import is_image_name, too_large
+from datagate.scanner.readers.remote import RemoteFile
 from datagate.scanner.records import ImageRecord
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -139,16 +140,34 @@ def _sidecar_value(ext: str, data: bytes) -> Any:
 
 @dataclass
 class WebDatasetShard:
+    """A tar file's image members. On a remote filesystem (:mod:`.remote`), ``url`` is the
+    object's URL and ``remote`` its listing entry; the tar is streamed through fsspec."""
+
     id: str
     path: Path
     max_bytes: int = DEFAULT_MAX_BYTES
     kind: str = "webdataset"
     fingerprint: str = field(init=False)
     size_hint: int | None = None
+    url: str | None = None
+    remote: RemoteFile | None = None
 
     def __post_init__(self) -> None:
+        if self.remote is not None:
+            self.fingerprint = f"{self.remote.size}:{self.remote.tag}"
+            return
         st = os.stat(self.path)
         self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
+
+    def _open(self) -> tuple[IO[bytes], int]:
+        """The tar file, opened for reading, and its size in bytes."""
+        if self.url is not None:
+            from datagate.scanner.readers.remote import filesystem
+
+            fs, path = filesystem(self.url)
+            return fs.open(path, "rb"), int(fs.size(path) or 0)
+        raw = open(self.path, "rb")  # noqa: SIM115 (closed by the caller)
+        return raw, os.fstat(raw.fileno()).st_size
 
     @property
     def location(self) -> Path:
@@ -181,8 +200,9 @@ class WebDatasetShard:
 
         compression = "none"
         try:
-            with open(self.path, "rb") as raw:
-                stream, compression = _open_stream(raw, os.fstat(raw.fileno()).st_size)
+            opened, size = self._open()
+            with opened as raw:
+                stream, compression = _open_stream(raw, size)
                 with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
                     for info in tar:
                         n_members += 1

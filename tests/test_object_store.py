@@ -1,0 +1,211 @@
+"""Scan inputs on object storage, against a local S3-compatible server (moto, offline)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datagate.cli import main
+from datagate.scanner.readers import as_url
+
+from .conftest import DATA, jpeg_bytes, photo
+
+moto_server = pytest.importorskip("moto.server")
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("s3fs")
+
+BUCKET = "datagate-test"
+
+
+def _dataset(root: Path) -> None:
+    """A folder of images (one truncated), a tar shard with sidecars and a Parquet shard."""
+    photos = root / "photos"
+    photos.mkdir(parents=True)
+    for i in range(3):
+        (photos / f"p{i}.jpg").write_bytes(jpeg_bytes(photo(i)))
+    shutil.copy(DATA / "truncated.jpg", photos / "truncated.jpg")
+    (photos / ".hidden.jpg").write_bytes(jpeg_bytes(photo(9)))
+    (root / "nested" / "deeper").mkdir(parents=True)
+    (root / "nested" / "deeper" / "n0.png").write_bytes(_png(photo(10)))
+    with tarfile.open(root / "web-000000.tar", "w") as tar:
+        for i in range(2):
+            for name, data in (
+                (f"s{i}.jpg", jpeg_bytes(photo(20 + i))),
+                (f"s{i}.json", json.dumps({"caption": f"sample {i}"}).encode()),
+            ):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    table = pa.table(
+        {
+            "image": pa.array([jpeg_bytes(photo(30)), b"not an image"], pa.binary()),
+            "caption": ["a photo", "junk"],
+        }
+    )
+    pq.write_table(table, root / "table.parquet")
+    (root / "README.txt").write_text("not read")
+
+
+def _png(im: Any) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A moto S3 server on a free port, the bucket holding a copy of a local dataset."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }
+    patch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        patch.setenv(key, value)
+    patch.delenv("AWS_PROFILE", raising=False)
+    local = tmp_path_factory.mktemp("bucket-copy") / "data"
+    _dataset(local)
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket=BUCKET)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            client.put_object(
+                Bucket=BUCKET,
+                Key=f"data/{path.relative_to(local).as_posix()}",
+                Body=path.read_bytes(),
+            )
+    yield {"local": local, "client": client}
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    patch.undo()
+    server.stop()
+
+
+def _rows(scan_dir: Path) -> list[dict[str, Any]]:
+    return sorted(pq.read_table(scan_dir / "images.parquet").to_pylist(), key=lambda r: r["key"])
+
+
+def test_bucket_scans_to_the_same_rows_as_its_local_copy(
+    s3: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local_out, remote_out = tmp_path / "local", tmp_path / "remote"
+    common = ["--workers", "1", "--model", "pixel", "-q"]
+    assert main(["scan", str(s3["local"]), "-o", str(local_out), *common]) == 0
+    assert main(["scan", f"s3://{BUCKET}/data", "-o", str(remote_out), *common]) == 0
+    local_rows, remote_rows = _rows(local_out), _rows(remote_out)
+    assert len(remote_rows) == 9  # 4 + 1 folder images, 2 tar members, 2 Parquet rows
+    assert remote_rows == local_rows  # keys relative to the URL, as to the local folder
+    keys = {r["key"]: r for r in remote_rows}
+    assert keys["photos/truncated.jpg"]["error"]  # an undecodable object is a row
+    assert keys["table.parquet/1"]["decodable"] is False
+    assert json.loads(keys["web-000000.tar/s1.jpg"]["meta"])["json"] == {"caption": "sample 1"}
+    assert pq.read_table(remote_out / "embeddings.parquet").equals(
+        pq.read_table(local_out / "embeddings.parquet")
+    )
+    meta = json.loads((remote_out / "meta.json").read_text())
+    assert meta["inputs"] == [f"s3://{BUCKET}/data"]
+    paths = {s["id"]: s["path"] for s in meta["shards"]}
+    assert paths["web-000000.tar"] == f"s3://{BUCKET}/data/web-000000.tar"
+    assert paths["photos"] == f"s3://{BUCKET}/data/photos"
+    skipped = {s["path"]: s["reason"] for s in meta["skipped"]}
+    assert skipped[f"s3://{BUCKET}/data/photos/.hidden.jpg"] == "hidden file"
+    assert f"s3://{BUCKET}/data/README.txt" in skipped
+
+
+def test_rescan_of_an_unchanged_bucket_resumes_and_a_changed_object_is_rescanned(
+    s3: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "scan"
+    argv = ["scan", f"s3://{BUCKET}/data/photos", "-o", str(out), "--workers", "1"]
+    assert main([*argv, "--model", "none", "-q"]) == 0
+    assert main([*argv, "--model", "none", "-q"]) == 0
+    assert json.loads((out / "meta.json").read_text())["timing"]["chunks_computed"] == 0
+    s3["client"].put_object(
+        Bucket=BUCKET, Key="data/photos/p0.jpg", Body=jpeg_bytes(photo(0), quality=50)
+    )
+    try:
+        assert main([*argv, "--model", "none", "-q"]) == 0
+        assert json.loads((out / "meta.json").read_text())["timing"]["chunks_computed"] == 1
+    finally:
+        s3["client"].put_object(
+            Bucket=BUCKET,
+            Key="data/photos/p0.jpg",
+            Body=(s3["local"] / "photos" / "p0.jpg").read_bytes(),
+        )
+
+
+def test_a_single_object_is_a_shard_keyed_by_its_name(s3: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "scan"
+    url = f"s3://{BUCKET}/data/photos/p1.jpg"
+    assert main(["scan", url, "-o", str(out), "--workers", "1", "--model", "none", "-q"]) == 0
+    rows = _rows(out)
+    assert [r["key"] for r in rows] == ["p1.jpg"]
+    assert rows[0]["decodable"] is True
+
+
+def test_missing_prefix_or_bucket_is_exit_2(
+    s3: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for url in (f"s3://{BUCKET}/no-such-prefix", "s3://no-such-bucket/data"):
+        capsys.readouterr()
+        assert main(["scan", url, "-o", str(tmp_path / "x"), "--model", "none", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert url in err and "no such object or prefix" in err
+
+
+def test_object_that_cannot_be_read_is_an_error_row(s3: dict[str, Any], tmp_path: Path) -> None:
+    """An object listed but gone (or refused) when a worker reads it is a row with its error."""
+    from datagate.scanner.compute import compute_record
+    from datagate.scanner.options import ScanOptions
+    from datagate.scanner.readers import discover
+
+    found = discover([f"s3://{BUCKET}/data/photos"])
+    (shard,) = found.shards
+    s3["client"].delete_object(Bucket=BUCKET, Key="data/photos/p2.jpg")
+    try:
+        rows = {r.member: compute_record(r, ScanOptions()).row for r in shard.records()}
+    finally:
+        s3["client"].put_object(
+            Bucket=BUCKET,
+            Key="data/photos/p2.jpg",
+            Body=(s3["local"] / "photos" / "p2.jpg").read_bytes(),
+        )
+    assert rows["p2.jpg"]["error"].startswith("cannot read file")
+    assert rows["p2.jpg"]["decodable"] is False
+    assert rows["p1.jpg"]["error"] is None
+
+
+def test_filesystem_not_installed_is_exit_2_with_the_install_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # installed or not: import fails
+    assert main(["scan", "gs://bucket/images", "-o", str(tmp_path / "x"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "gs://bucket/images" in err and "datagate[cloud]" in err
+
+
+def test_urls_survive_pathlib_and_local_names_stay_local(tmp_path: Path) -> None:
+    assert as_url(Path("s3://bucket/a/b")) == "s3://bucket/a/b"
+    assert as_url("hf://datasets/org/name") == "hf://datasets/org/name"
+    assert as_url(Path("/data/images")) is None
+    assert as_url("no-such-scheme://x") is None
+    local = tmp_path / "s3:" / "bucket"
+    local.mkdir(parents=True)
+    assert as_url(local) is None  # a real local folder of that name is read as one
