@@ -338,9 +338,7 @@ def _run(
     written: dict[str, set[int]] = {}
     for shard, prefix in plan:
         if (parts_dir / f"{prefix}.done").exists():
-            progress.advance(
-                sum(pq.read_metadata(p).num_rows for p in parts_of(parts_dir, prefix))
-            )
+            progress.advance(sum(pq.read_metadata(p).num_rows for p in parts_of(parts_dir, prefix)))
             continue
         written[prefix] = _written(parts_dir, prefix, embedder is not None)
         resumed += len(written[prefix])
