@@ -86,3 +86,17 @@ def build_demo(dest: Path, per_source: int = 3) -> Path:
         sys.path.pop(0)
     build(dest, per_source=per_source)
     return dest
+
+
+def scan_five_photos(tmp: Path) -> Path:
+    """Five distinct photographs and a byte copy of one, scanned into ``tmp/scan`` with the
+    pixel embedder (a small gate input for the ledger and attestation tests); returns tmp."""
+    import datagate
+
+    data = tmp / "data"
+    data.mkdir()
+    for i in range(5):
+        (data / f"{i}.jpg").write_bytes(jpeg_bytes(photo(i)))
+    (data / "copy.jpg").write_bytes((data / "0.jpg").read_bytes())
+    datagate.scan(data, tmp / "scan", model="pixel", workers=1, cache_dir=tmp / "cache")
+    return tmp

@@ -20,20 +20,14 @@ from datagate.ledger import keys
 from datagate.ledger.attest import PAYLOAD_TYPE, PREDICATE_TYPE, write_attestation
 from datagate.ledger.croissant import CONFORMS_TO
 
-from .conftest import jpeg_bytes, photo
+from .conftest import scan_five_photos
 
 SUBJECTS = ["manifests/kept.parquet", "manifests/rejected.parquet", "report.json", "croissant.json"]
 
 
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    tmp = tmp_path_factory.mktemp("attest")
-    data = tmp / "data"
-    data.mkdir()
-    for i in range(5):
-        (data / f"{i}.jpg").write_bytes(jpeg_bytes(photo(i)))
-    (data / "copy.jpg").write_bytes((data / "0.jpg").read_bytes())
-    datagate.scan(data, tmp / "scan", model="pixel", workers=1, cache_dir=tmp / "cache")
+    tmp = scan_five_photos(tmp_path_factory.mktemp("attest"))
     key, ledger = tmp / "key.pem", tmp / "ledger"
     assert main(["keygen", "--out", str(key), "--ledger", str(ledger)]) == 0
     argv = ["enforce", str(tmp / "scan"), "--out", str(tmp / "gate"), "-q", "--min-human", "0"]

@@ -17,21 +17,14 @@ from datagate.cli import main
 from datagate.ledger import merkle
 from datagate.ledger.chain import CHECKPOINT, ENTRIES, LedgerError, open_ledger
 
-from .conftest import jpeg_bytes, photo
+from .conftest import scan_five_photos
 
 RUNS = 4
 
 
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("ledger-scan")
-    data = tmp / "data"
-    data.mkdir()
-    for i in range(5):
-        (data / f"{i}.jpg").write_bytes(jpeg_bytes(photo(i)))
-    (data / "copy.jpg").write_bytes((data / "0.jpg").read_bytes())
-    datagate.scan(data, tmp / "scan", model="pixel", workers=1, cache_dir=tmp / "cache")
-    return tmp
+    return scan_five_photos(tmp_path_factory.mktemp("ledger-scan"))
 
 
 @pytest.fixture(scope="module")

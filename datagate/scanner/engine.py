@@ -136,21 +136,7 @@ def scan(
     runs the chunks (default: ``workers`` local processes, inline for one).
     """
     options = options or ScanOptions()
-    options.check()
-    if head is not None:
-        if embedder is None:
-            raise InputError(
-                "a detector head scores embeddings, but this scan computes none",
-                hint=f"pass --model {head.model_spec} (the head's embedder)",
-            )
-        head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
-    if embedder is not None:
-        options = replace(
-            options,
-            embedder=embedder.id,
-            preprocessing=embedder.preprocessing,
-            detector=head.id if head is not None else None,
-        )
+    options = model_options(options, embedder, head)
     if workers is not None and workers < 0:
         raise InputError(
             f"--workers: expected 0 (one per core) or a number of worker processes, got {workers}"
@@ -277,6 +263,29 @@ def _scan_locked(
     }
     return finish_scan(
         inputs, out, options, found, plan, started, timing, stage, embedder, head, "local"
+    )
+
+
+def model_options(
+    options: ScanOptions, embedder: Embedder | None, head: Head | None
+) -> ScanOptions:
+    """``options`` checked, with the embedder and detector head the scan computes recorded
+    (they are part of its configuration); a head without its embedder is an input error."""
+    options.check()
+    if head is not None:
+        if embedder is None:
+            raise InputError(
+                "a detector head scores embeddings, but this scan computes none",
+                hint=f"pass --model {head.model_spec} (the head's embedder)",
+            )
+        head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
+    if embedder is None:
+        return options
+    return replace(
+        options,
+        embedder=embedder.id,
+        preprocessing=embedder.preprocessing,
+        detector=head.id if head is not None else None,
     )
 
 

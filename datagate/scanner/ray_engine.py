@@ -33,7 +33,7 @@ import pickle
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,7 @@ from datagate.scanner.engine import (
     chunks_of,
     embedding_part,
     finish_scan,
+    model_options,
     parts_of,
     plan_scan,
 )
@@ -252,21 +253,7 @@ def scan(
     """:func:`datagate.scanner.engine.scan` with the chunks computed on Ray."""
     options = options or ScanOptions()
     ray_options = ray_options or RayOptions()
-    options.check()
-    if head is not None:
-        if embedder is None:
-            raise InputError(
-                "a detector head scores embeddings, but this scan computes none",
-                hint=f"pass --model {head.model_spec} (the head's embedder)",
-            )
-        head.check(embedder.id, embedder.preprocessing.id, embedder.dim)
-    if embedder is not None:
-        options = replace(
-            options,
-            embedder=embedder.id,
-            preprocessing=embedder.preprocessing,
-            detector=head.id if head is not None else None,
-        )
+    options = model_options(options, embedder, head)
     if batch_size < 1:
         raise InputError(f"--batch-size: expected a positive number of images, got {batch_size}")
     out = out.resolve()
