@@ -34,6 +34,8 @@ POINTS_PER_CLUSTER = 1000
 #: Each image is searched in its nearest PROBES clusters, so a pair split by a cluster
 #: boundary is still compared.
 PROBES = 2
+#: the diagonal and above of a BLOCK x BLOCK square: a member and those after it
+_UPPER = np.triu(np.ones((BLOCK, BLOCK), dtype=bool))
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def semantic_duplicates(
             stop = min(m, start + BLOCK)
             # against every member, or only those up to the block's end (earlier ones)
             block = xm[start:stop] @ (xm if redundancy else xm[:stop]).T  # (b, m or stop)
-            b, width = block.shape
+            b = block.shape[0]
             local = np.arange(start, stop)
             block[np.arange(b), local] = -np.inf  # not its own neighbour
             targets = members[local]
@@ -105,7 +107,11 @@ def semantic_duplicates(
                 better = best_sim > most_similar[targets]
                 most_similar[targets[better]] = best_sim[better]
                 nearest[targets[better]] = members[best[better]]
-            earlier = np.where(np.arange(width)[None, :] < local[:, None], block, -np.inf)
+            # only earlier members may be the original: mask this block's own square's
+            # upper triangle (and everything after it) in place, no second (b, m) array
+            own = block[:, start:stop]
+            own[_UPPER[:b, :b]] = -np.inf
+            earlier = block[:, :stop]
             prev = earlier.argmax(axis=1)
             prev_sim = earlier[np.arange(b), prev]
             better = prev_sim > sim_to[targets]
