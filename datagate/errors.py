@@ -16,6 +16,10 @@ class ExitCode(enum.IntEnum):
     TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports a process the signal ended
 
 
+#: what every interrupted command says (Ctrl-C, SIGTERM), whenever it comes
+INTERRUPTED_MESSAGE = "interrupted; finished work is kept: re-run the same command to resume"
+
+
 class DatagateError(Exception):
     """A problem with the user's input or configuration (exit code 2).
 

@@ -366,3 +366,20 @@ def test_console_markup_and_control_escaping(capsys: pytest.CaptureFixture[str])
     console.err.print("raw \x1b[31mred\x1b[0m", highlight=False)
     err = capsys.readouterr().err
     assert "\x1b" not in err and "raw \\x1b[31mred\\x1b[0m" in err
+
+
+@linux_only
+@pytest.mark.parametrize(("delay", "sig", "code"), [
+    (0.15, signal.SIGINT, 130), (0.3, signal.SIGINT, 130), (0.2, signal.SIGTERM, 143),
+])  # fmt: skip
+def test_a_signal_while_the_command_line_loads_is_an_interrupt_too(
+    delay: float, sig: int, code: int, many_images: Path, tmp_path: Path
+) -> None:
+    """The console script loads the CLI (~0.5 s) with the interrupt already handled: the
+    same exit code and message as later, never Python's KeyboardInterrupt traceback."""
+    proc = start(scan_command(many_images, tmp_path / "out"))
+    time.sleep(delay)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert INTERRUPTED in err and "Traceback" not in err, err

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from datagate import __version__
-from datagate.errors import DatagateError, ExitCode, Terminated
+from datagate.errors import INTERRUPTED_MESSAGE, DatagateError, ExitCode, Terminated
 
 DEFAULT_SCAN_DIR = Path("datagate-out/scan")
 
@@ -50,7 +50,7 @@ app.add_typer(cache_app, name="cache")
 
 _state = {"debug": False, "signal": 0}
 
-INTERRUPTED = "interrupted; finished work is kept: re-run the same command to resume"
+INTERRUPTED = INTERRUPTED_MESSAGE
 
 
 def _version(value: bool) -> None:
