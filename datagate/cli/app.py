@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     # the handlers stay for the interpreter's exit: a second Ctrl-C there exits at once
     _handle_signals()
-    sys.exit(_dispatch(None))
+    try:
+        code = _dispatch(None)
+    except KeyboardInterrupt as exc:  # a signal between the handlers' start and dispatch
+        code = _interrupted(exc)
+    sys.exit(code)
 
 
 def _handle_signals() -> dict[int, Any]:
@@ -118,8 +122,8 @@ def _interrupted(exc: BaseException | None = None) -> int:
 
 
 def _dispatch(argv: list[str] | None) -> int:
-    command = typer.main.get_command(app)
     try:
+        command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="datagate", standalone_mode=False)
     except typer.Exit as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):  # typer's wrapping of an interrupt
