@@ -19,6 +19,7 @@ the redundancy that the diversity-aware filter drops first.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,13 @@ POINTS_PER_CLUSTER = 1000
 #: Each image is searched in its nearest PROBES clusters, so a pair split by a cluster
 #: boundary is still compared.
 PROBES = 2
-#: the diagonal and above of a BLOCK x BLOCK square: a member and those after it
-_UPPER = np.triu(np.ones((BLOCK, BLOCK), dtype=bool))
+
+
+@functools.cache
+def _upper() -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """The diagonal and above of a BLOCK x BLOCK square: a member and those after it (built
+    on first use, not at import)."""
+    return np.triu(np.ones((BLOCK, BLOCK), dtype=bool))
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ def semantic_duplicates(
             # only earlier members may be the original: mask this block's own square's
             # upper triangle (and everything after it) in place, no second (b, m) array
             own = block[:, start:stop]
-            own[_UPPER[:b, :b]] = -np.inf
+            own[_upper()[:b, :b]] = -np.inf
             earlier = block[:, :stop]
             prev = earlier.argmax(axis=1)
             prev_sim = earlier[np.arange(b), prev]
