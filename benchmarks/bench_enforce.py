@@ -35,6 +35,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _measure import measure  # noqa: E402
 
+from datagate.scanner.schema import EMBEDDINGS_WRITE  # noqa: E402
+
 TARGET_CPU_S, TARGET_GIB = 60.0, 2.0
 
 
@@ -106,7 +108,9 @@ def replicate(base: Path, rows: int, out: Path) -> Path:
         [pa.array(keys, pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim)],
         schema=pa.schema([emb.schema.field("key"), field], metadata=emb.schema.metadata),
     )
-    pq.write_table(emb_out, target / "embeddings.parquet", row_group_size=65_536)
+    pq.write_table(
+        emb_out, target / "embeddings.parquet", row_group_size=65_536, **EMBEDDINGS_WRITE
+    )  # as the scan writes it
     meta = json.loads((base / "meta.json").read_text())
     meta["counts"]["images"] = rows
     meta["counts"]["table_sha256"] = hashlib.sha256(

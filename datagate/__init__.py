@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from datagate.gate import EnforceResult
     from datagate.ledger.attest import Verified
     from datagate.ledger.chain import Ledger
+    from datagate.measures.backend import Backend
     from datagate.rules import Policy
     from datagate.scanner.engine import Progress, ScanResult
     from datagate.scanner.options import ScanOptions
@@ -226,6 +227,8 @@ def enforce(
     reserves: Sequence[PathLike] = (),
     ledger: PathLike | None = None,
     key: PathLike | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> EnforceResult:
     """Judge a scan folder with a policy (a rules file, a :class:`~datagate.rules.Policy`, or
     the default policy), as ``datagate enforce`` does: writes the manifests and reports and
@@ -235,7 +238,10 @@ def enforce(
     ``reserves``: scan folders to top up from when a human-share or diversity floor fails.
     ``ledger``: a ledger folder to record the run in (default ``.datagate/ledger`` when it
     exists), whose recorded models also set their outputs' generation; ``key``: the signing
-    key for the ledger entry and the run's attestation (default: the key file, if any)."""
+    key for the ledger entry and the run's attestation (default: the key file, if any).
+    ``engine``: ``local``, or ``ray`` to run the dataset-wide work (duplicate groups and
+    pairs, clusters, diversity sums, counts) as Ray Data operations on the cluster at
+    ``ray_address`` (``auto``, ``HOST:PORT``; default: a local Ray)."""
     from datagate.curation.overrides import read_overrides
     from datagate.gate import enforce as run
     from datagate.ledger import default_paths
@@ -268,7 +274,24 @@ def enforce(
         reserves=[Path(r) for r in reserves],
         ledger=ledger_dir,
         key=key_path,
+        backend=_backend(engine, ray_address),
     )
+
+
+def _backend(engine: str, ray_address: str | None) -> Backend:
+    """Where enforce's dataset-wide work runs (exit 2 for an unknown engine)."""
+    from datagate.errors import InputError
+    from datagate.measures.backend import LOCAL
+
+    if engine not in ENGINES:
+        raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise InputError("--ray-address applies to --engine ray", hint="add --engine ray")
+    if engine == "local":
+        return LOCAL
+    from datagate.gate_ray import ray_backend
+
+    return ray_backend(ray_address)
 
 
 def open_ledger(ledger: PathLike = ".datagate/ledger", pub: PathLike | None = None) -> Ledger:

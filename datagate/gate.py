@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,14 @@ from datagate.curation.topup import load_reserve, top_up
 from datagate.detect.head import Calibration
 from datagate.embed.stacked import semantic_embeddings
 from datagate.errors import ConfigError, InputError
-from datagate.io import write_json, write_table, write_text
+from datagate.io import write_json, write_rows, write_text
 from datagate.ledger import GateSigning, signing_for_gate
 from datagate.ledger.attest import ATTESTATION, statement, write_attestation
 from datagate.ledger.chain import Entry, append
 from datagate.ledger.croissant import CROISSANT, croissant
 from datagate.ledger.lineage import apply_lineage
 from datagate.ledger.runs import overrides_record, run_payload, verdict_index
+from datagate.measures.backend import LOCAL, Backend
 from datagate.report.build import build_report
 from datagate.report.gallery import QUALITY_KEYS, select_galleries
 from datagate.report.html import render_html
@@ -88,6 +90,7 @@ def enforce(
     reserves: list[Path] | None = None,
     ledger: Path | None = None,
     key: Path | None = None,
+    backend: Backend = LOCAL,
 ) -> EnforceResult:
     """Judge a scan folder: write the kept/rejected manifests and every report.
 
@@ -100,7 +103,8 @@ def enforce(
     ``ledger``: a ledger to record the run in, whose recorded models set the generation of
     their outputs before the rules run; ``key``: signs the ledger entry and the run's
     attestation (none: ``croissant.json`` only). Both are checked before anything is judged;
-    no defaults are looked up here (:func:`datagate.enforce` does that)."""
+    no defaults are looked up here (:func:`datagate.enforce` does that). ``backend``: where
+    the dataset-wide work (duplicate groups and pairs, clusters, sums) runs."""
     started = time.perf_counter()
     signing = signing_for_gate(ledger, key)
     table, meta = load_scan(scan_dir)
@@ -125,7 +129,14 @@ def enforce(
     exempt, override = reviewed.keep, reviewed.decision
     prejudged = (reviewed.reject, reviewed.reasons, REVIEW_RULE, REVIEW_REJECT)
     decision = apply_policy(
-        table, policy, vectors, calibration, baseline, exempt=exempt, prejudged=prejudged
+        table,
+        policy,
+        vectors,
+        calibration,
+        baseline,
+        exempt=exempt,
+        prejudged=prejudged,
+        backend=backend,
     )
     topped = None
     if reserves:
@@ -150,7 +161,14 @@ def enforce(
                 REVIEW_REJECT,
             )
             decision = apply_policy(
-                table, policy, vectors, calibration, baseline, exempt=exempt, prejudged=prejudged
+                table,
+                policy,
+                vectors,
+                calibration,
+                baseline,
+                exempt=exempt,
+                prejudged=prejudged,
+                backend=backend,
             )
         table = table.append_column(
             pa.field("source", pa.string()),
@@ -163,22 +181,17 @@ def enforce(
             pa.field("override", pa.string()), pa.array(override.tolist(), pa.string())
         )
     judged = time.perf_counter()
-    kept_mask = pa.array(decision.kept)
-    kept = table.filter(kept_mask)
-    rejected_idx = (~decision.kept).nonzero()[0]
-    rejected = table.filter(pa.compute.invert(kept_mask))
-    for name, values, nullable in (
-        ("rule_id", decision.rule_id, False),
-        ("reason", decision.reason, False),
-        ("reason_code", decision.reason_code, False),
-        ("duplicate_of", decision.duplicate_of, True),
-    ):
-        rejected = rejected.append_column(
-            pa.field(name, pa.string(), nullable=nullable),
-            pa.array(values[rejected_idx].tolist(), pa.string()),
+    rejected_fields = [
+        (pa.field(name, pa.string(), nullable=nullable), values)
+        for name, values, nullable in (
+            ("rule_id", decision.rule_id, False),
+            ("reason", decision.reason, False),
+            ("reason_code", decision.reason_code, False),
+            ("duplicate_of", decision.duplicate_of, True),
         )
-    write_table(out / KEPT, kept)
-    write_table(out / REJECTED, rejected)
+    ]
+    write_rows(out / KEPT, table, decision.kept)
+    write_rows(out / REJECTED, table, ~decision.kept, rejected_fields)
     outputs = {
         "kept": str(out / KEPT),
         "rejected": str(out / REJECTED),
@@ -200,6 +213,7 @@ def enforce(
         outputs=outputs,
         vectors=vectors,
         reference=baseline,
+        backend=backend,
     )
     if decisions is not None:
         report["overrides"] = summary(decisions, reviewed.counts)
@@ -233,13 +247,15 @@ def enforce(
         overrides=overrides_record(overrides or {}, decisions),
         files={},
         lineage=lineage,
+        content=signing.private is not None,
     )
     write_json(
         out / CROISSANT,
         croissant(out, report, payload["human_share"], ledger=signing.ledger, lineage=lineage),
     )
-    payload["files"] = {name: file_sha256(out / name) for name in ATTESTED}
-    record(result, signing, payload, verdict_index(table, decision))
+    if signing.private is not None:  # what the ledger entry and the attestation sign
+        payload["files"] = {name: file_sha256(out / name) for name in ATTESTED}
+    record(result, signing, payload, lambda: verdict_index(table, decision))
     return result
 
 
@@ -248,12 +264,16 @@ ATTESTED = (KEPT, REJECTED, REPORT_JSON, CROISSANT)
 
 
 def record(
-    result: EnforceResult, signing: GateSigning, payload: dict[str, Any], index: pa.Table
+    result: EnforceResult,
+    signing: GateSigning,
+    payload: dict[str, Any],
+    index: Callable[[], pa.Table],
 ) -> None:
-    """Append the run to the ledger and sign its attestation, as far as ``signing`` allows."""
+    """Append the run to the ledger and sign its attestation, as far as ``signing`` allows
+    (``index`` builds the run's verdict index, only when a ledger entry is written)."""
     out = result.out
     if signing.ledger is not None and signing.private is not None:
-        result.entry = append(signing.ledger.dir, signing.private, "run", payload, index)
+        result.entry = append(signing.ledger.dir, signing.private, "run", payload, index())
     if signing.private is None:
         (out / ATTESTATION).unlink(missing_ok=True)  # a stale one would no longer verify
         result.notes.append(

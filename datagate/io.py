@@ -9,11 +9,12 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -60,6 +61,34 @@ def write_json(path: Path, obj: Any) -> None:
 def write_table(path: Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP)
+
+
+def write_rows(
+    path: Path,
+    table: pa.Table,
+    mask: np.ndarray[Any, np.dtype[np.bool_]],
+    extra: Sequence[tuple[pa.Field, np.ndarray[Any, Any]]] = (),
+) -> None:
+    """Write the rows of ``table`` that ``mask`` selects, with ``extra`` columns (a field and
+    a table-length array of Python values each), batch by batch: never a second copy of the
+    table in memory. Atomic like :func:`write_table`."""
+    schema = table.schema
+    for field, _ in extra:
+        schema = schema.append(field)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        offset = 0
+        for batch in table.to_batches(max_chunksize=ROW_GROUP):
+            chosen = mask[offset : offset + batch.num_rows]
+            rows = np.flatnonzero(chosen) + offset
+            offset += batch.num_rows
+            if not rows.size:
+                continue
+            part = batch.filter(pa.array(chosen))
+            for field, values in extra:
+                part = part.append_column(field, pa.array(values[rows].tolist(), field.type))
+            writer.write_batch(part, row_group_size=ROW_GROUP)
+        if offset == 0 or not mask.any():
+            writer.write_table(schema.empty_table())
 
 
 def cannot_write(path: Path, exc: OSError) -> InputError:

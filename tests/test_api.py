@@ -22,7 +22,7 @@ def test_scan_enforce_load_from_python(tmp_path: Path) -> None:
     (data / "copy.jpg").write_bytes((data / "0.jpg").read_bytes())
     scan_dir = tmp_path / "scan"
     result = datagate.scan(str(data), scan_dir, model="pixel", workers=1, cache_dir=tmp_path / "c")
-    assert result.meta["counts"]["images"] == 5 and result.meta["embedder"]["id"] == "pixel-v1"
+    assert result.meta["counts"]["images"] == 5 and result.meta["embedder"]["id"] == "pixel-v2"
     table, meta = datagate.load_scan(scan_dir)
     assert table.num_rows == 5 and meta["config_hash"] == result.meta["config_hash"]
 
@@ -60,5 +60,5 @@ def test_auto_model_offline_warns_and_falls_back(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = datagate.scan(tmp_path / "d", tmp_path / "s", workers=1, cache_dir=tmp_path / "c")
-    assert result.meta["embedder"]["id"] == "pixel-v1"
+    assert result.meta["embedder"]["id"] == "pixel-v2"
     assert any("pixel" in str(w.message) for w in caught)

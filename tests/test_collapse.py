@@ -115,7 +115,7 @@ def test_generations_and_origins_are_recorded_in_the_scans(
     assert set(table.column("generation_source").to_pylist()) == {"text chunk"}
     assert set(table.column("origin").to_pylist()) == {"synthetic"}
     embedder = meta.get("embedder")
-    assert embedder is not None and embedder["id"] == "pixel-v1"
+    assert embedder is not None and embedder["id"] == "pixel-v2"
     assert str(out / "cache") in str(embedder.get("cache"))  # nothing written outside OUT
     table, _ = datagate.load_scan(out / "scans/mix-1/gen03")
     pairs = set(zip(table.column("generation").to_pylist(), table.column("origin").to_pylist()))

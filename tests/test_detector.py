@@ -47,7 +47,7 @@ def _separable(n: int = 200, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, 
 
 def test_head_round_trip_and_held_out_figures(tmp_path: Path) -> None:
     x, y = _separable()
-    result = train_head(x, y, embedder="pixel-v1", preprocessing="p1", model="pixel")
+    result = train_head(x, y, embedder="pixel-v2", preprocessing="p1", model="pixel")
     assert result.held_out["auc"] > 0.97
     cal = result.head.calibration
     assert cal.tpr > 0.9 and cal.fpr < 0.1 and (cal.n_synthetic, cal.n_real) == (100, 100)
@@ -77,11 +77,11 @@ def test_a_head_on_random_labels_is_not_used() -> None:
 
 def test_head_refuses_another_models_embeddings() -> None:
     x, y = _separable()
-    head = train_head(x, y, embedder="pixel-v1", preprocessing="p1", model="pixel").head
-    with pytest.raises(DetectorMismatch, match="trained on embeddings of pixel-v1"):
+    head = train_head(x, y, embedder="pixel-v2", preprocessing="p1", model="pixel").head
+    with pytest.raises(DetectorMismatch, match="trained on embeddings of pixel-v2"):
         head.check("open_clip:ViT-B-32:openai", "p1")
     with pytest.raises(DetectorMismatch, match="expects 16-dimensional"):
-        head.check("pixel-v1", "p1", dim=288)
+        head.check("pixel-v2", "p1", dim=288)
 
 
 class _Boom:
@@ -337,7 +337,7 @@ def test_train_scan_enforce_with_a_detector(labelled: Path, tmp_path: Path, caps
     code = main(["scan", str(data), "-o", str(tmp_path / "s2"), "--detector", str(head_path),
                  "--model", "tiny", "-q"])  # fmt: skip
     assert code == 2
-    assert "trained on embeddings of pixel-v1" in capsys.readouterr().err
+    assert "trained on embeddings of pixel-v2" in capsys.readouterr().err
 
     assert main(["detector", "eval", str(head_path), "--real", str(data), "--json"]) == 0
     evaluation = json.loads(capsys.readouterr().out)
@@ -363,7 +363,7 @@ def test_training_from_the_real_labelled_evaldata(evaldata: Path, tmp_path: Path
     summary = json.loads(capsys.readouterr().out)
     held = summary["held_out"]
     assert (held["n_real"], held["n_synthetic"]) == (56, 119)  # every labelled image used
-    assert 0.0 <= held["auc"] <= 1.0 and load_head(out).embedder == "pixel-v1"
+    assert 0.0 <= held["auc"] <= 1.0 and load_head(out).embedder == "pixel-v2"
 
 
 def test_precommit_hook_scores_with_a_head(labelled: Path, tmp_path: Path) -> None:

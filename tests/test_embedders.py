@@ -24,6 +24,7 @@ from datagate.embed.models import (
     Preprocessing,
     cache_key,
     load_embedder,
+    orientation_bins,
     prepare,
 )
 from datagate.errors import ConfigError
@@ -244,3 +245,18 @@ def test_index_is_stable_under_random_subsampling(which: str, tiny) -> None:  # 
     for _ in range(5):
         half = x[rng.choice(len(x), 400, replace=False)]
         assert abs(diversity_index(half) - full) < 0.03
+
+
+def test_orientation_bins_are_the_arctan2_bins_and_exact_on_edges() -> None:
+    rng = np.random.default_rng(0)
+    gx = rng.normal(size=100_000).astype(np.float32)
+    gy = rng.normal(size=100_000).astype(np.float32)
+    angle = np.mod(np.arctan2(gy.astype(np.float64), gx.astype(np.float64)), np.pi)
+    expected = np.minimum((angle / (np.pi / 8)).astype(np.int64), 7)
+    np.testing.assert_array_equal(orientation_bins(gx, gy), expected)
+    # gradients exactly on a bin edge (common in pixels: gx = gy, gx = 0, gy = 0) go to the
+    # bin the edge starts, whatever arctan2 would round to on this CPU
+    v = np.float32(0.25)
+    on_edges = np.array([[v, 0], [v, v], [0, v], [-v, v], [-v, 0], [-v, -v], [0, -v], [v, -v]])
+    bins = orientation_bins(on_edges[:, 0].astype(np.float32), on_edges[:, 1].astype(np.float32))
+    assert bins.tolist() == [0, 2, 4, 6, 0, 2, 4, 6]

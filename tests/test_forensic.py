@@ -208,7 +208,7 @@ def test_specs_ids_and_cache_keys() -> None:
     fp = load_embedder("forensic+pixel").embedder
     ft = load_embedder("forensic+tiny").embedder
     assert fp is not None and ft is not None
-    assert fp.id == "forensic-v1+pixel-v1" and fp.dim == forensic.N_FEATURES + 1 + 288
+    assert fp.id == "forensic-v1+pixel-v2" and fp.dim == forensic.N_FEATURES + 1 + 288
     assert ft.id == "forensic-v1+open_clip:datagate-tiny:random-seed0"
     keys = {cache_key(e) for e in (f.embedder, fp, ft, PixelEmbedder())}  # type: ignore[arg-type]
     assert len(keys) == 4
@@ -259,7 +259,7 @@ def test_stack_concatenates_both_unit_vectors_and_splits_them_back() -> None:
     assert sem is not None
     np.testing.assert_allclose(sem, p, atol=1e-5)
     assert semantic_vectors("forensic-v1", f) is None
-    np.testing.assert_array_equal(semantic_vectors("pixel-v1", p), p)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(semantic_vectors("pixel-v2", p), p)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- the scan
@@ -351,7 +351,7 @@ def test_train_scan_gate_and_report_with_forensic_heads(
     )  # fmt: skip
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    embedder_id = "forensic-v1" if model == "forensic" else "forensic-v1+pixel-v1"
+    embedder_id = "forensic-v1" if model == "forensic" else "forensic-v1+pixel-v2"
     assert summary["embedder"] == embedder_id and summary["held_out"]["auc"] > 0.9
     head = load_head(head_path)
     assert head.embedder == embedder_id and head.model == model
@@ -428,7 +428,7 @@ def test_enforce_measures_diversity_on_the_semantic_part_only(tmp_path: Path) ->
     from datagate.embed.stacked import semantic_embeddings
 
     keys = np.array(["a", "b"], dtype=object)
-    plain = Embeddings(keys, np.eye(2, dtype=np.float16), "pixel-v1", "p")
+    plain = Embeddings(keys, np.eye(2, dtype=np.float16), "pixel-v2", "p")
     assert semantic_embeddings(plain) is plain
     forensic = Embeddings(keys, np.ones((2, 4), dtype=np.float16), "forensic-v1", "f")
     assert semantic_embeddings(forensic) is None
@@ -437,6 +437,6 @@ def test_enforce_measures_diversity_on_the_semantic_part_only(tmp_path: Path) ->
     stacked = np.zeros((2, N_FEATURES + 1 + 2), dtype=np.float16)
     stacked[:, : N_FEATURES + 1] = 0.1  # the forensic part: nearly identical for both
     stacked[0, -2:], stacked[1, -2:] = (0.7, 0.0), (0.0, 0.7)  # the model part: orthogonal
-    found = semantic_embeddings(Embeddings(keys, stacked, "forensic-v1+pixel-v1", "s"))
+    found = semantic_embeddings(Embeddings(keys, stacked, "forensic-v1+pixel-v2", "s"))
     assert found is not None
     np.testing.assert_allclose(found.vectors.astype(np.float32), np.eye(2), atol=1e-3)

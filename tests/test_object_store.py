@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import socket
 import tarfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +191,141 @@ def test_object_that_cannot_be_read_is_an_error_row(s3: dict[str, Any], tmp_path
     assert rows["p2.jpg"]["error"].startswith("cannot read file")
     assert rows["p2.jpg"]["decodable"] is False
     assert rows["p1.jpg"]["error"] is None
+
+
+LOCKED = "datagate-locked"  # a bucket the restricted user may not list
+#: What the restricted user may do: everything, but list the locked bucket or read one object.
+POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{LOCKED}"},
+        {
+            "Effect": "Deny",
+            "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{BUCKET}/data/photos/p2.jpg",
+        },
+    ],
+}
+
+
+@pytest.fixture
+def restricted(s3: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The scan runs as an IAM user under :data:`POLICY`, with moto enforcing IAM.
+
+    moto's server checks every request against IAM once its "no auth" request count is
+    spent; ``/moto-api/reset-auth`` sets that count (0: from now on), and back to
+    unlimited afterwards. The user and bucket are made before, with the root test keys.
+    """
+    import s3fs
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    if LOCKED not in {b["Name"] for b in s3["client"].list_buckets()["Buckets"]}:
+        s3["client"].create_bucket(Bucket=LOCKED)
+        s3["client"].put_object(
+            Bucket=LOCKED, Key="data/p0.jpg", Body=(s3["local"] / "photos" / "p0.jpg").read_bytes()
+        )
+    iam = boto3.client("iam", endpoint_url=endpoint)
+    user = f"datagate-reader-{len(iam.list_users()['Users'])}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="scan", PolicyDocument=json.dumps(POLICY))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+
+    def enforce(count: str) -> None:
+        request = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth",
+            data=count.encode(),
+            headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
+            method="POST",
+        )
+        with urllib.request.urlopen(request) as answer:
+            assert answer.status == 200
+
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached filesystem keeps the old keys
+    enforce("0")
+    try:
+        yield key["AccessKeyId"]
+    finally:
+        enforce("inf")
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_prefix_that_may_not_be_listed_is_exit_2_access_denied_with_the_hint(
+    restricted: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"s3://{LOCKED}/data"
+    assert main(["scan", url, "-o", str(tmp_path / "x"), "--model", "none", "-q"]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert f"{url}: access denied" in err
+    assert "AWS_PROFILE" in err and "AWS_ACCESS_KEY_ID" in err
+    assert f"AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']}" in err
+    assert "Traceback" not in err and "internal error" not in err
+    assert not (tmp_path / "x" / "images.parquet").exists()
+    # the same user lists the other bucket: it is this prefix that is refused, not the keys
+    argv = ["scan", f"s3://{BUCKET}/data/nested", "-o", str(tmp_path / "y"), "--model", "none"]
+    assert main([*argv, "-q"]) == 0
+
+
+def test_object_that_may_be_listed_but_not_read_is_an_access_denied_row(
+    restricted: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import s3fs
+
+    out = tmp_path / "scan"
+    url = f"s3://{BUCKET}/data/photos"
+    assert main(["scan", url, "-o", str(out), "--workers", "1", "--model", "none", "-q"]) == 0
+    rows = {r["member"]: r for r in _rows(out)}
+    assert sorted(rows) == ["p0.jpg", "p1.jpg", "p2.jpg", "truncated.jpg"]
+    assert rows["p2.jpg"]["error"].startswith("cannot read file: access denied")
+    assert rows["p2.jpg"]["decodable"] is False
+    assert rows["p0.jpg"]["error"] is None and rows["p1.jpg"]["decodable"] is True
+    # named as the input, the object is refused before the scan starts (asked afresh, as a
+    # new process would: this filesystem still holds the listing above)
+    s3fs.S3FileSystem.clear_instance_cache()
+    capsys.readouterr()
+    one = f"{url}/p2.jpg"
+    assert main(["scan", one, "-o", str(tmp_path / "one"), "--model", "none", "-q"]) == 2
+    assert f"{one}: access denied" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("missing", ["credentials", "endpoint"])
+def test_no_credentials_or_no_endpoint_is_exit_2_with_the_hint_not_a_crash(
+    s3: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    missing: str,
+) -> None:
+    """botocore raises these itself (no OSError): they were exit 3, "a bug in datagate"."""
+    import s3fs
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # fail at once
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries too
+    if missing == "credentials":
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            monkeypatch.setenv(name, str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        expected = "no usable credentials"
+    else:
+        with socket.socket() as sock:  # a free port, closed again: nothing answers there
+            sock.bind(("127.0.0.1", 0))
+            monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        expected = "the storage endpoint does not answer"
+    url = f"s3://{BUCKET}/data"
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        status = main(["scan", url, "-o", str(tmp_path / "x"), "--model", "none", "-q"])
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()  # made with this environment: not reused
+    err = " ".join(capsys.readouterr().err.split())
+    assert status == 2, err
+    assert f"{url}: {expected}" in err
+    assert "AWS_ACCESS_KEY_ID" in err
+    assert f"AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']}" in err
 
 
 def test_filesystem_not_installed_is_exit_2_with_the_install_hint(

@@ -185,7 +185,7 @@ def test_hook_embeds_when_the_policy_needs_it_and_reuses_cached_vectors(tmp_path
     assert (again.cached, again.computed) == (6, 0)
     assert again.reused  # nothing changed: the verdict (and its report) of the first run
     meta = json.loads((state / "scan" / "meta.json").read_text())["embedder"]
-    assert meta["id"] == "pixel-v1" and meta["computed"] == 0
+    assert meta["id"] == "pixel-v2" and meta["computed"] == 0
     hooked = load_embeddings(state / "scan")
     scan([data], tmp_path / "fresh", workers=1, embedder=PixelEmbedder())
     fresh = load_embeddings(tmp_path / "fresh")
@@ -194,7 +194,7 @@ def test_hook_embeds_when_the_policy_needs_it_and_reuses_cached_vectors(tmp_path
     for key, vector in zip(hooked.keys.tolist(), hooked.vectors):
         np.testing.assert_array_equal(vector, by_key[key])
     rule = next(r for r in again.report["rules"] if r["rule"] == "min_diversity")
-    assert rule["passed"] and "pixel-v1" in rule["message"]
+    assert rule["passed"] and "pixel-v2" in rule["message"]
 
 
 def _comparable(meta: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """``datagate scan --engine ray``: the same table as the local engine, resume, clear errors.
 
 One small local Ray (2 CPUs, 200 MB object store, no dashboard) serves the module and is
-shut down at its end; the test that kills a driver cleans up that driver's own Ray.
+shut down at its end. The tests that run ``datagate scan --engine ray`` as a process of its
+own (killed, interrupted, or left to finish) check that the Ray it started leaves no process
+behind, and kill what is left themselves so that a failure leaks nothing.
 """
 
 from __future__ import annotations
@@ -132,40 +134,94 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _running(pids: set[int]) -> dict[int, str]:
+    """Those of ``pids`` still running (a zombie has ended), with their names."""
+    running = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition("(")[2].rpartition(")")
+        if rest.split()[0] != "Z":
+            running[pid] = name
+    return running
+
+
+def _gone_soon(pids: set[int], wait_s: float) -> dict[int, str]:
+    """What of ``pids`` is still running after at most ``wait_s`` (as soon as none is)."""
+    deadline = time.monotonic() + wait_s
+    while (left := _running(pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+#: How long a SIGKILLed scan's Ray may take to end: far under the minute Ray's agents spend,
+#: left to themselves, trying to report their raylet's death to a GCS that died with it.
+KILLED_RAY_ENDS_S = 30.0
+
+
+def _drive(
+    argv: list[str], out: Path, stop: signal.Signals | None = None, parts: int = 1
+) -> tuple[int, str, dict[int, str], dict[int, str]]:
+    """Run ``datagate scan`` as a process of its own, as a terminal job (its own process
+    group); with ``stop``, send it that signal once ``parts`` embedding parts are written.
+
+    Returns its exit status, its stderr, every process it had (pid -> name, as seen while it
+    ran) and those of them still running after it ended: at once for an exit it handles (it
+    waits for its Ray to end), :data:`KILLED_RAY_ENDS_S` at most after a SIGKILL. Kills what
+    is left, so that a failing test leaks nothing.
+    """
+    driver = subprocess.Popen(
+        [DATAGATE, *argv, "--engine", "ray", "-q"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    seen: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and driver.poll() is None:
+            seen.update(_running(_descendants(driver.pid)))
+            if stop is not None and len(list((out / "parts").glob("*.emb.parquet"))) >= parts:
+                seen.update(_running(_descendants(driver.pid)))
+                if stop == signal.SIGINT:
+                    os.killpg(driver.pid, stop)  # a Ctrl-C reaches the terminal's whole job
+                else:  # to the scan alone: killing its group would kill Ray's processes too
+                    driver.send_signal(stop)
+                break
+            time.sleep(0.05)
+        _, err = driver.communicate(timeout=120)
+        wait_s = KILLED_RAY_ENDS_S if stop == signal.SIGKILL else 0.0
+        left = _gone_soon(set(seen), wait_s)
+    finally:
+        driver.kill()
+        for pid in seen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return driver.returncode, err.decode(), seen, left
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find Ray's processes")
-def test_killed_driver_resumes_without_recomputing_written_chunks(
+def test_killed_driver_leaves_no_ray_and_resumes_without_recomputing_written_chunks(
     local_ray: Any, dataset: Path, local_scans: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "scan"
     argv = ["scan", str(dataset), "-o", str(out), "--model", "pixel", "--chunk-size", "8"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    driver = subprocess.Popen(
-        [DATAGATE, *argv, "--engine", "ray", "--workers", "1", "-q"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    ray_processes: set[int] = set()
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and driver.poll() is None:
-            ray_processes |= _descendants(driver.pid)
-            if len(list((out / "parts").glob("*-0*.emb.parquet"))) >= 2:
-                break
-            time.sleep(0.05)
-        assert driver.poll() is None, "the scan finished before it could be killed"
-        ray_processes |= _descendants(driver.pid)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        for pid in ray_processes:  # Ray's agents and workers outlive a SIGKILLed driver
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    status, _, seen, left = _drive([*argv, "--workers", "1"], out, signal.SIGKILL, parts=2)
+    assert status == -signal.SIGKILL, "the scan finished before it could be killed"
+    assert {"raylet", "gcs_server"} <= set(seen.values())  # it had started a Ray of its own
+    # which went with it: head processes, agents and workers
+    assert not left, f"Ray processes outlived the killed scan: {left}"
     assert not (out / "images.parquet").exists()
     written = len(list((out / "parts").glob("*.emb.parquet")))
-    assert main([*argv, "--engine", "ray", "-q"]) == 0
     assert written >= 2
+    # resumed by a scan that finishes (its own Ray again): no process of it is left either
+    status, err, seen, left = _drive(argv, out)
+    assert status == 0, err
+    assert {"raylet", "gcs_server"} <= set(seen.values())
+    assert not left, f"Ray processes outlived the scan: {left}"
     # no written chunk is computed again (finished shards are not even read)
     assert _meta(out)["timing"]["chunks_computed"] == _chunk_count(out) - written
     assert _rows(out) == _rows(local_scans["pixel"])
@@ -174,6 +230,26 @@ def test_killed_driver_resumes_without_recomputing_written_chunks(
     assert main([*argv, "--workers", "1", "-q"]) == 0
     assert _meta(out)["timing"]["chunks_computed"] == 0
     assert _meta(out)["engine"] == "local"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find Ray's processes")
+@pytest.mark.parametrize(
+    ("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_interrupted_scan_exits_as_the_local_engine_and_leaves_no_ray_process(
+    dataset: Path, tmp_path: Path, stop: signal.Signals, status: int
+) -> None:
+    """Ctrl-C (to the terminal's job) and SIGTERM (to the scan) while it runs on its own Ray:
+    the scan stops as the local engine does, and Ray's processes have ended when it exits
+    (SIGTERM included: ray.init() puts in a handler of its own that dumps a stack)."""
+    out = tmp_path / "scan"
+    argv = ["scan", str(dataset), "-o", str(out), "--model", "pixel", "--chunk-size", "8"]
+    code, err, seen, left = _drive([*argv, "--workers", "1"], out, stop)
+    assert code == status, err
+    assert "interrupted; finished work is kept" in err
+    assert {"raylet", "gcs_server"} <= set(seen.values())
+    assert not left, f"Ray processes outlived the interrupted scan: {left}"
+    assert not (out / "images.parquet").exists()
 
 
 def _chunk_count(out: Path) -> int:

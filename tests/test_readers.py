@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -144,3 +145,28 @@ def test_parquet_without_image_column_is_a_clear_input_error() -> None:
 def test_parquet_unknown_column_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no column named 'pixels'"):
         discover([DATA / "no-image-column.parquet"], image_column="pixels")
+
+
+def test_a_file_replaced_with_the_same_size_and_time_changes_the_fingerprint(
+    tmp_path: Path,
+) -> None:
+    """Like git's index: size, mtime and inode, so a restore or ``cp -p`` is noticed."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    image = folder / "a.jpg"
+    image.write_bytes(jpeg_bytes(photo(1)))
+    (tmp_path / "tar").mkdir()
+    shard = tmp_path / "tar" / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        tar.add(image, arcname="a.jpg")
+    before = [s.fingerprint for s in discover([folder, tmp_path / "tar"]).shards]
+    for path in (image, shard):
+        st = path.stat()
+        replacement = path.with_name("new-" + path.name)
+        replacement.write_bytes(path.read_bytes()[::-1])  # same size, other bytes
+        replacement.replace(path)  # a new inode at the same name
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
+        assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    after = [s.fingerprint for s in discover([folder, tmp_path / "tar"]).shards]
+    assert len(before) == len(after) == 2
+    assert all(b != a for b, a in zip(before, after))

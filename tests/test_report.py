@@ -125,9 +125,9 @@ def test_report_markdown_golden_with_diversity(golden) -> None:  # type: ignore[
     table = _table()
     keys = table.column("key").to_pylist()
     x = np.eye(8, dtype=np.float16)[[0, 1, 2, 3, 3]]  # the last two rows point the same way
-    report = _report(RowVectors.align(table, keys, x, "pixel-v1"))
+    report = _report(RowVectors.align(table, keys, x, "pixel-v2"))
     div = report["diversity"]
-    assert div["embedder"] == "pixel-v1" and div["overall"]["scanned"]["images"] == 5
+    assert div["embedder"] == "pixel-v2" and div["overall"]["scanned"]["images"] == 5
     rule = next(r for r in report["rules"] if r["rule"] == "min_diversity")
     assert rule["value"] == pytest.approx(div["overall"]["kept"]["index"], abs=1e-3)
     golden("report-diversity.md", render_markdown(report))

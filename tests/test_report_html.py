@@ -91,9 +91,9 @@ def test_report_html_in_headless_chromium(chromium: str, report_dir: Path, tmp_p
         assert f"<code>{rule['id']}</code>" in dom
     assert "Duplicates (dropped copy, then the kept original)" in dom and 'class="pair"' in dom
     div = report["diversity"]  # the scan used --model auto, which is pixel offline
-    assert div["embedder"] == "pixel-v1"
+    assert div["embedder"] == "pixel-v2"
     panel = dom[dom.index('id="diversity"') :]
-    assert "<code>pixel-v1</code>" in panel
+    assert "<code>pixel-v2</code>" in panel
     assert f"{div['overall']['kept']['index']:.3g}" in panel
 
 

@@ -80,6 +80,20 @@ def enforce(
             show_default=False,
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Where the dataset-wide work runs (duplicate groups and pairs, clusters, "
+            "diversity sums, counts): local (this process) or ray (Ray Data on a Ray cluster).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the cluster to join (auto, or HOST:PORT); default: start "
+            "a local Ray.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
@@ -102,6 +116,8 @@ def enforce(
             reserves=reserve or (),
             ledger=ledger,
             key=key,
+            engine=engine,
+            ray_address=ray_address,
         )
     if json_output:
         console.print_json(console.enforce_json(result.report))

@@ -248,7 +248,7 @@ class PixelEmbedder:
     dogs on grass are close. Diversity indices from it are comparable only with each other.
     """
 
-    id = "pixel-v1"
+    id = "pixel-v2"
     dim = 288
     device = "cpu"
     preprocessing = Preprocessing(size=64, interpolation="box", resize_mode="shortest")
@@ -275,8 +275,7 @@ class PixelEmbedder:
         gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
         gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
         magnitude = np.hypot(gx, gy)
-        angle = _mod_pi(np.arctan2(gy, gx))
-        obin = np.minimum((angle / np.pi * 8).astype(np.int64), 7)
+        obin = orientation_bins(gx, gy)
         cell = (np.arange(64) // 16)[:, None] * 4 + (np.arange(64) // 16)[None, :]
         flat = (np.arange(n)[:, None, None] * 128 + cell[None] * 8 + obin).ravel()
         texture = np.bincount(flat, weights=magnitude.ravel(), minlength=128 * n)
@@ -292,15 +291,28 @@ class PixelEmbedder:
         return _unit(out, axis=1).astype(np.float32)
 
 
-_PI32 = np.float32(np.pi)
+#: tan(pi/8): the boundary between the two bins of each quarter turn
+_TAN_EIGHTH = np.float32(np.tan(np.pi / 8))
 
 
-def _mod_pi(angle: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, Any]:
-    """``np.mod(angle, np.pi)`` for float32 angles in [-pi, pi] (arctan2's range), equal to
-    it value for value, without its slow generic remainder loop."""
-    out = np.where(angle < 0, angle + _PI32, angle)
-    out[angle == _PI32] = 0
-    return out
+def orientation_bins(gx: np.ndarray[Any, Any], gy: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The bin of each gradient's orientation in [0, pi), eight bins of pi/8: what
+    ``floor(mod(arctan2(gy, gx), pi) / (pi/8))`` means, decided by comparisons instead.
+
+    Pixel gradients fall exactly on bin edges all the time (gx = gy, gx = 0, gy = 0), and
+    arctan2's last bit there depends on the CPU's vector instructions (AVX-512 and AVX2
+    builds of numpy disagree), so the arctan2 form put the same image's edges in different
+    bins on different machines. Here the quarter turn comes from exact sign and equality
+    tests, and the half within it from one rounded product against tan(pi/8) (never an
+    exact tie for pixel values): the same bins on every machine."""
+    flip = (gy < 0) | ((gy == 0) & (gx < 0))  # the opposite direction: same orientation
+    x = np.where(flip, -gx, gx)
+    y = np.where(flip, -gy, gy)
+    quarter = np.select([(x > 0) & (y < x), (x > 0), (y > -x)], [0, 1, 2], 3)
+    # the gradient turned back by quarter * pi/4 (up to a factor sqrt(2)): (along, across)
+    along = np.select([quarter == 0, quarter == 1, quarter == 2], [x, x + y, y], y - x)
+    across = np.select([quarter == 0, quarter == 1, quarter == 2], [y, y - x, -x], -x - y)
+    return (quarter * 2 + (across >= _TAN_EIGHTH * along)).astype(np.int64)
 
 
 def _unit(x: np.ndarray[Any, Any], axis: int) -> np.ndarray[Any, Any]:

@@ -132,8 +132,10 @@ def run_payload(
     overrides: dict[str, Any],
     files: dict[str, str],
     lineage: dict[str, Any],
+    content: bool = True,
 ) -> dict[str, Any]:
-    """A run entry's payload (the verdict index is added by the ledger)."""
+    """A run entry's payload (the verdict index is added by the ledger). ``content``: with
+    the Merkle roots of the kept and rejected content (only a signed run needs them)."""
     return {
         "verdict": report["verdict"],
         "scan": {
@@ -146,7 +148,7 @@ def run_payload(
         "policy": {k: report["policy"].get(k) for k in ("name", "digest", "source")},
         "overrides": overrides,
         "counts": report["counts"],
-        "content": content_roots(table, decision),
+        "content": content_roots(table, decision) if content else None,
         "files": files,
         "human_share": human_share(report),
         "diversity": diversity(report),

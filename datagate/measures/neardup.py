@@ -233,6 +233,7 @@ def near_duplicates(
     preference: IntArray,
     confirm: UInt64Array | None = None,
     confirm_distance: int = 0,
+    pairs: Any = None,
 ) -> tuple[BoolArray, IntArray, IntArray]:
     """Greedy near-duplicate selection: ``(dropped, duplicate_of, distance)`` per row.
 
@@ -240,8 +241,10 @@ def near_duplicates(
     row is within ``max_distance`` (and, with ``confirm``, also within ``confirm_distance``
     on that second hash), as the duplicate of the nearest such kept row. Rows with the same
     hash (and the same ``confirm`` hash) form one group: its most preferred row stands for
-    it and every other row is its duplicate at distance 0.
+    it and every other row is its duplicate at distance 0. ``pairs(keys, r)``: the search
+    of distinct hashes (:func:`distinct_pairs` here, or a backend's distributed one).
     """
+    search = pairs or distinct_pairs
     n = len(hashes)
     dropped = np.zeros(n, dtype=bool)
     dup_of = np.full(n, -1, dtype=np.int64)
@@ -252,15 +255,19 @@ def near_duplicates(
     if confirm is None:
         keys, inverse = np.unique(primary, return_inverse=True)
         groups = len(keys)
-        ui, uj, ud = distinct_pairs(keys, max_distance)
+        ui, uj, ud = search(keys, max_distance)
     else:
-        stacked = np.stack([primary, np.asarray(confirm, dtype=np.uint64)], axis=1)
-        pairs_of, inverse = np.unique(stacked, axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        groups = len(pairs_of)
-        ui, uj, ud = _confirmed_pairs(
-            pairs_of[:, 0], pairs_of[:, 1], max_distance, confirm_distance
-        )
+        second = np.asarray(confirm, dtype=np.uint64)
+        # distinct (primary, confirm) combinations, in sorted order (a lexsort, not
+        # np.unique over rows, which sorts byte strings)
+        order = np.lexsort((second, primary))
+        a, b = primary[order], second[order]
+        new = np.ones(n, dtype=bool)
+        new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.cumsum(new) - 1
+        groups = int(new.sum())
+        ui, uj, ud = _confirmed_pairs(a[new], b[new], max_distance, confirm_distance, search)
     rank = np.empty(n, dtype=np.int64)
     rank[np.asarray(preference, dtype=np.int64)] = np.arange(n)
     # the most preferred row of each group stands for it
@@ -279,12 +286,12 @@ def near_duplicates(
 
 
 def _confirmed_pairs(
-    first: UInt64Array, second: UInt64Array, r1: int, r2: int
+    first: UInt64Array, second: UInt64Array, r1: int, r2: int, search: Any = None
 ) -> tuple[IntArray, IntArray, IntArray]:
     """Pairs of rows (distinct (first, second) combinations) within ``r1`` on ``first`` and
     ``r2`` on ``second``; the distance returned is on ``first``."""
     keys, inverse = np.unique(first, return_inverse=True)
-    ki, kj, kd = distinct_pairs(keys, r1)
+    ki, kj, kd = (search or distinct_pairs)(keys, r1)
     members = _members(inverse.ravel(), len(keys))
 
     def close(a: IntArray, b: IntArray) -> Any:

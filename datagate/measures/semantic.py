@@ -1,15 +1,17 @@
 """Semantic duplicates, SemDeDup-style (Abbas et al., 2023), with no n x n matrix.
 
-1. Spherical k-means (faiss) on the unit embeddings; k defaults to ``ceil(n / 1000)``,
-   trained on a sample of 64 points per centroid. Each image joins its two nearest clusters
+1. Spherical k-means (faiss) on the unit embeddings' top principal directions
+   (:func:`~datagate.measures.diversity.fit_kmeans`, in two levels above 256 clusters);
+   k defaults to ``ceil(n / 125)``: small clusters, since the search within them costs
+   the square of their size. Each image joins its two nearest clusters
    (multi-probe), so pairs straddling a cluster boundary are still compared.
 2. Within each cluster, images are ordered by a keep preference (the caller's; the rules
    put human-evidenced images first, then the largest, then scan order). An image is a
    semantic duplicate when an image *earlier in that order* in its cluster has cosine
    similarity >= ``threshold``; it is attributed to the most similar earlier image, and
    followed back to the first image of its chain, which is always kept.
-3. Similarities are computed block by block (``BLOCK`` rows against the cluster), so memory
-   is O(BLOCK x largest cluster), never n x n.
+3. Within a cluster, one product of its members with themselves: memory is O(m x m) for
+   the largest cluster (about a thousand members), never n x n.
 
 A pair is missed only when the two images share neither of their two nearest clusters,
 which for pairs above a 0.9 threshold is rare (measured in tests and benchmarks). Alongside the
@@ -19,29 +21,23 @@ the redundancy that the diversity-aware filter drops first.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datagate.measures.diversity import kmeans_labels, normalise
+from datagate.measures.diversity import Rows, normalise
+
+if TYPE_CHECKING:
+    from datagate.measures.backend import Backend
 
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
-BLOCK = 2048
-POINTS_PER_CLUSTER = 1000
+POINTS_PER_CLUSTER = 125
 #: Each image is searched in its nearest PROBES clusters, so a pair split by a cluster
 #: boundary is still compared.
 PROBES = 2
-
-
-@functools.cache
-def _upper() -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """The diagonal and above of a BLOCK x BLOCK square: a member and those after it (built
-    on first use, not at import)."""
-    return np.triu(np.ones((BLOCK, BLOCK), dtype=bool))
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class SemanticMatches:
 
 
 def semantic_duplicates(
-    vectors: np.ndarray[Any, Any],
+    vectors: np.ndarray[Any, Any] | Rows,
     threshold: float = 0.95,
     *,
     preference: IntArray | None = None,
@@ -69,24 +65,60 @@ def semantic_duplicates(
     probes: int = PROBES,
     seed: int = 0,
     redundancy: bool = True,
+    backend: Backend | None = None,
 ) -> SemanticMatches:
     """Find semantic duplicates among ``vectors`` (see the module docstring).
 
     ``redundancy``: also each image's highest similarity to any other of its cluster (what
     the diversity filter drops first); without it only earlier images are compared, half
-    the products."""
+    the products. ``backend``: where the clusters are fitted and searched (this process by
+    default)."""
+    from datagate.measures.backend import LOCAL
+
+    backend = backend or LOCAL
     n = len(vectors)
+    if n < 2:
+        none = np.full(n, -1, dtype=np.int64)
+        lonely = np.full(n, -1.0, dtype=np.float32)
+        return SemanticMatches(none, np.zeros(n, np.float32), none.copy(), lonely, 1)
+    x = vectors  # normalised cluster by cluster: no float32 copy of every row
+    k = clusters or math.ceil(n / POINTS_PER_CLUSTER)
+    labels = backend.kmeans_labels(x, k, seed, probes=probes).reshape(n, -1)  # nearest first
+    rank = np.empty(n, dtype=np.int64)
+    rank[preference if preference is not None else np.arange(n)] = np.arange(n)
+    dup_of, sim_to, nearest, most_similar = backend.cluster_matches(
+        x, labels, rank, threshold, redundancy
+    )
+    hit = sim_to >= threshold
+    dup_of[~hit] = -1
+    sim_to[~hit] = 0.0
+    most_similar[~np.isfinite(most_similar)] = -1.0
+    # follow chains back to a kept image (a parent is earlier in preference order, so the
+    # pointer jumping ends at the chain's first image)
+    linked = np.flatnonzero(dup_of >= 0)
+    while linked.size:
+        parent = dup_of[linked]
+        grand = dup_of[parent]
+        further = grand >= 0
+        dup_of[linked[further]] = grand[further]
+        linked = linked[further]
+    return SemanticMatches(dup_of, sim_to, nearest, most_similar, int(labels.max()) + 1)
+
+
+def match_clusters(
+    x: Any, labels: IntArray, rank: IntArray, threshold: float, redundancy: bool
+) -> tuple[IntArray, FloatArray, IntArray, FloatArray]:
+    """Within every cluster of ``labels`` (``(n, probes)``): each row's most similar member
+    earlier in ``rank`` order, when at least ``threshold`` similar, and, with
+    ``redundancy``, its most similar other member.
+
+    Returns ``(duplicate_of, similarity, nearest, most_similar)``; -1 / -inf where none."""
+    n = len(x)
+    labels = labels.reshape(n, -1)
     dup_of = np.full(n, -1, dtype=np.int64)
     sim_to = np.full(n, -np.inf, dtype=np.float32)
     nearest = np.full(n, -1, dtype=np.int64)
     most_similar = np.full(n, -np.inf, dtype=np.float32)
-    if n < 2:
-        return SemanticMatches(dup_of, np.zeros(n, np.float32), nearest, most_similar + 0, 1)
-    x = vectors  # normalised cluster by cluster: no float32 copy of every row
-    k = clusters or math.ceil(n / POINTS_PER_CLUSTER)
-    labels = kmeans_labels(x, k, seed, probes=probes).reshape(n, -1)  # nearest clusters first
-    rank = np.empty(n, dtype=np.int64)
-    rank[preference if preference is not None else np.arange(n)] = np.arange(n)
     # every row is searched in each of its `probes` nearest clusters, in preference order
     member = labels.ravel()
     rows_of = np.repeat(np.arange(n), labels.shape[1])
@@ -95,41 +127,67 @@ def semantic_duplicates(
     for group in np.split(order, bounds):
         members = np.unique(rows_of[group])
         members = members[np.argsort(rank[members], kind="stable")]
-        m = members.size
-        if m < 2:
+        if members.size < 2:
             continue
-        xm = normalise(x[members])
-        for start in range(0, m, BLOCK):
-            stop = min(m, start + BLOCK)
-            # against every member, or only those up to the block's end (earlier ones)
-            block = xm[start:stop] @ (xm if redundancy else xm[:stop]).T  # (b, m or stop)
-            b = block.shape[0]
-            local = np.arange(start, stop)
-            block[np.arange(b), local] = -np.inf  # not its own neighbour
-            targets = members[local]
-            if redundancy:
-                best = block.argmax(axis=1)
-                best_sim = block[np.arange(b), best]
-                better = best_sim > most_similar[targets]
-                most_similar[targets[better]] = best_sim[better]
-                nearest[targets[better]] = members[best[better]]
-            # only earlier members may be the original: mask this block's own square's
-            # upper triangle (and everything after it) in place, no second (b, m) array
-            own = block[:, start:stop]
-            own[_upper()[:b, :b]] = -np.inf
-            earlier = block[:, :stop]
-            prev = earlier.argmax(axis=1)
-            prev_sim = earlier[np.arange(b), prev]
-            better = prev_sim > sim_to[targets]
-            sim_to[targets[better]] = prev_sim[better]
-            dup_of[targets[better]] = members[prev[better]]
-    hit = sim_to >= threshold
-    dup_of[~hit] = -1
-    sim_to[~hit] = 0.0
-    most_similar[~np.isfinite(most_similar)] = -1.0
-    # follow chains back to a kept image (earlier in preference order, so this terminates)
-    for row in np.argsort(rank).tolist():
-        parent = dup_of[row]
-        if parent >= 0 and dup_of[parent] >= 0:
-            dup_of[row] = dup_of[parent]
-    return SemanticMatches(dup_of, sim_to, nearest, most_similar, int(labels.max()) + 1)
+        found = within_cluster(normalise(x[members]), threshold, redundancy)
+        merge_matches(members, found, dup_of, sim_to, nearest, most_similar)
+    return dup_of, sim_to, nearest, most_similar
+
+
+Matches = tuple[IntArray, FloatArray, IntArray, FloatArray]
+
+
+def within_cluster(xm: FloatArray, threshold: float, redundancy: bool) -> Matches:
+    """One cluster's members (unit rows, in keep order): each member's most similar earlier
+    member at or above ``threshold`` (ties: the earliest), and with ``redundancy`` its most
+    similar other member; member positions, -1 / -inf where none.
+
+    One product of the members with themselves (BLAS computes ``X Xᵀ`` as a symmetric
+    rank-k update, half the work of a general product); clusters hold ~1,000 members, so
+    the m x m block stays in cache."""
+    m = len(xm)
+    xm = np.ascontiguousarray(xm, dtype=np.float32)
+    sims = xm @ xm.T
+    np.fill_diagonal(sims, -np.inf)  # not its own neighbour
+    nearest = np.full(m, -1, dtype=np.int64)
+    most_similar = np.full(m, -np.inf, dtype=np.float32)
+    if redundancy:
+        nearest = sims.argmax(axis=1).astype(np.int64)
+        most_similar = sims[np.arange(m), nearest]
+        best = most_similar
+    else:
+        best = sims.max(axis=1)
+    # one reduction finds the few rows with any match; only their rows are searched
+    rows = np.flatnonzero(best >= threshold)
+    prev = np.full(m, -1, dtype=np.int64)
+    prev_sim = np.full(m, -np.inf, dtype=np.float32)
+    if rows.size:
+        block = sims[rows]
+        hit, found = np.nonzero((block >= threshold) & (np.arange(m) < rows[:, None]))
+        query, value = rows[hit], block[hit, found]
+        order = np.lexsort((found, -value, query))  # per query: most similar, then earliest
+        query, found, value = query[order], found[order], value[order]
+        first = np.ones(query.size, dtype=bool)
+        first[1:] = query[1:] != query[:-1]
+        prev[query[first]] = found[first]
+        prev_sim[query[first]] = value[first]
+    return prev, prev_sim, nearest, most_similar
+
+
+def merge_matches(
+    members: IntArray,
+    found: Matches,
+    dup_of: IntArray,
+    sim_to: FloatArray,
+    nearest: IntArray,
+    most_similar: FloatArray,
+) -> None:
+    """Fold one cluster's :func:`within_cluster` result (member positions) into the row
+    arrays: a row searched in several clusters keeps its best match (the first on ties)."""
+    prev, prev_sim, near, near_sim = found
+    better = prev_sim > sim_to[members]
+    sim_to[members[better]] = prev_sim[better]
+    dup_of[members[better]] = members[prev[better]]
+    better = near_sim > most_similar[members]
+    most_similar[members[better]] = near_sim[better]
+    nearest[members[better]] = members[near[better]]

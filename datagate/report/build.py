@@ -7,13 +7,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from datagate import __version__
 from datagate.contract import REPORT_VERSION, Report, ScanMeta, ShardOutcome
 from datagate.measures import diversity
+from datagate.measures.backend import LOCAL, Backend
 from datagate.measures.reference import DEFAULT_K
 from datagate.rules import Decision, Reference, RowVectors
-from datagate.rules.origin import effective_origin
+from datagate.rules.diversity import ORIGINS, SHARD_GROUPS, selected_stats
 from datagate.rules.reference import shared_measures
 
 
@@ -36,47 +38,62 @@ def shard_breakdown(table: pa.Table, decision: Decision) -> list[ShardOutcome]:
     ]
 
 
-def _counts(values: list[Any], top: int | None = None) -> dict[str, int]:
+def _counts(values: Any, top: int | None = None) -> dict[str, int]:
+    """Occurrences of each value (nulls as "—"), most frequent first: one pass in Arrow."""
+    array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
     counts: dict[str, int] = {}
-    for v in values:
-        key = "—" if v is None else str(v)
-        counts[key] = counts.get(key, 0) + 1
+    for item in pc.value_counts(array).to_pylist():
+        value = item["values"]
+        key = "—" if value is None else str(value)
+        counts[key] = counts.get(key, 0) + int(item["counts"])
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return dict(ordered[:top] if top else ordered)
+
+
+COMPOSITION_COLUMNS = (
+    "origin",
+    "origin_strength",
+    "evidence",
+    "generator",
+    "c2pa_state",
+    "provenance_conflict",
+    "generation",
+)
 
 
 def composition(table: pa.Table, mask: np.ndarray[Any, np.dtype[np.bool_]]) -> dict[str, Any]:
     """Origin, evidence strength and source, generator and C2PA state of the rows in mask."""
     if "origin" not in table.column_names:
         return {"provenance_scanned": False, "origin": {"unknown": int(mask.sum())}}
-    rows = np.flatnonzero(mask)
-    sub = table.take(pa.array(rows)) if len(rows) != table.num_rows else table
+    wanted = [c for c in COMPOSITION_COLUMNS if c in table.column_names]
+    sub = table.select(wanted)  # only these columns are filtered (copied)
+    sub = sub.filter(pa.array(mask)) if not mask.all() else sub
     sources: dict[str, int] = {}
-    for text in sub.column("evidence").to_pylist():
+    # evidence repeats (a generator's PNG text, a camera's EXIF): parse each distinct text once
+    for item in pc.value_counts(sub.column("evidence")).to_pylist():
+        text, count = item["values"], int(item["counts"])
         if not text:
             continue
         for source in {e["source"] for e in json.loads(text) if e.get("says")}:
-            sources[source] = sources.get(source, 0) + 1
+            sources[source] = sources.get(source, 0) + count
+    origin = sub.column("origin")
+    known = pc.fill_null(pc.not_equal(origin, "unknown"), False)
+    strength = pc.binary_join_element_wise(
+        origin.filter(known), sub.column("origin_strength").filter(known), "/"
+    )
+    generator = sub.column("generator")
+    generated = pc.fill_null(pc.not_equal(generator, ""), False)
+    conflicts = pc.sum(pc.fill_null(sub.column("provenance_conflict"), False)).as_py()
     return {
         "provenance_scanned": True,
-        "origin": _counts(sub.column("origin").to_pylist()),
-        "strength": _counts(
-            [
-                f"{o}/{s}"
-                for o, s in zip(
-                    sub.column("origin").to_pylist(), sub.column("origin_strength").to_pylist()
-                )
-                if o != "unknown"
-            ]
-        ),
+        "origin": _counts(origin),
+        "strength": _counts(strength),
         "evidence_source": dict(sorted(sources.items(), key=lambda kv: -kv[1])),
-        "generator": _counts([g for g in sub.column("generator").to_pylist() if g], top=10),
-        "c2pa_state": _counts(sub.column("c2pa_state").to_pylist()),
-        "conflicts": int(sum(bool(c) for c in sub.column("provenance_conflict").to_pylist())),
+        "generator": _counts(generator.filter(generated), top=10),
+        "c2pa_state": _counts(sub.column("c2pa_state")),
+        "conflicts": int(conflicts or 0),
         "generation": (
-            _counts(
-                ["unknown" if g is None else str(g) for g in sub.column("generation").to_pylist()]
-            )
+            _counts(pc.fill_null(sub.column("generation").cast(pa.string()), "unknown"))
             if "generation" in sub.column_names
             else {"unknown": sub.num_rows}
         ),
@@ -121,43 +138,28 @@ def synthetic_report(table: pa.Table, scan_meta: ScanMeta, decision: Decision) -
     }
 
 
-#: Per-group diversity is listed for at most this many shards (the largest).
-DIVERSITY_SHARDS = 50
-
-
 def diversity_report(
-    table: pa.Table, decision: Decision, vectors: RowVectors | None
+    table: pa.Table, decision: Decision, vectors: RowVectors | None, backend: Backend = LOCAL
 ) -> dict[str, Any]:
-    """Diversity of the scanned and the kept set: overall, per origin and per shard."""
+    """Diversity of the scanned and the kept set: overall, per origin and per shard (from
+    the run's shared statistics: the rules have usually summed them already)."""
     if vectors is None:
         return {"measured": False, "embedder": None}
-    kept = decision.kept[vectors.rows]
-    x = vectors.vectors
-    origin = effective_origin(table)[vectors.rows]
-    shard = np.asarray(table.column("shard").to_numpy(zero_copy_only=False))[vectors.rows]
-    names, shard_of, counts = np.unique(shard, return_inverse=True, return_counts=True)
-    largest = np.argsort(-counts, kind="stable")[:DIVERSITY_SHARDS]
-    # one pass over the vectors: statistics per (origin, reported shard or other, kept) cell;
-    # every set the report shows is a sum of cells
-    slot = np.full(len(names), len(largest), dtype=np.int64)
-    slot[largest] = np.arange(len(largest))
-    origins = ("human", "synthetic", "unknown")
-    origin_id = np.select([origin == o for o in origins], range(len(origins)), len(origins))
-    shape = (len(origins) + 1, len(largest) + 1, 2)
-    cell = np.ravel_multi_index((origin_id, slot[shard_of.ravel()], kept.astype(np.int64)), shape)
-    used, dense = np.unique(cell, return_inverse=True)
-    parts = diversity.Running.of_groups(x, dense.ravel().astype(np.int64), len(used))
-    where = np.array(np.unravel_index(used, shape)).T  # (origin, slot, kept) of each part
+    kept_parts, grouped = selected_stats(decision.shared, table, vectors, backend, decision.kept)
+    all_parts = grouped.parts
+    n_cells = len(all_parts)
+    origin_of = np.array([grouped.origin_of(c) for c in range(n_cells)])
+    slot_of = np.array([grouped.slot_of(c) for c in range(n_cells)])
 
-    def total(select: np.ndarray[Any, np.dtype[np.bool_]]) -> diversity.Running:
-        running = diversity.Running.empty(x.shape[1])
+    def total(parts: list[diversity.Running], select: Any) -> diversity.Running:
+        running = diversity.Running.empty(vectors.vectors.shape[1])
         for i in np.flatnonzero(select).tolist():
             running += parts[i]
         return running
 
-    def group(select: np.ndarray[Any, np.dtype[np.bool_]]) -> dict[str, Any]:
-        scanned = total(select).summary()
-        kept_part = total(select & (where[:, 2] == 1)).summary()
+    def group(select: Any) -> dict[str, Any]:
+        scanned = total(all_parts, select).summary()
+        kept_part = total(kept_parts, select).summary()
         return {
             "images": scanned["images"],
             "index": scanned["index"],
@@ -165,12 +167,18 @@ def diversity_report(
             "kept_index": kept_part["index"],
         }
 
-    everything = np.ones(len(parts), dtype=bool)
-    overall = {"scanned": total(everything).summary(), "kept": total(where[:, 2] == 1).summary()}
+    everything = np.ones(n_cells, dtype=bool)
+    overall = {
+        "scanned": total(all_parts, everything).summary(),
+        "kept": total(kept_parts, everything).summary(),
+    }
+    x = vectors.vectors
+    kept = decision.kept[vectors.rows]
     if len(x) >= 2 and kept.any():
         k = int(min(64, max(2, len(x) // 20)))
         overall["kept"]["cluster_coverage"] = round(diversity.cluster_coverage(x, kept, k), 4)
         overall["kept"]["clusters"] = k
+    names = grouped.shard_names
     return {
         "measured": True,
         "embedder": vectors.embedder,
@@ -178,12 +186,12 @@ def diversity_report(
             "index = log(Vendi score, q=1) / log(min(images, embedding dimension)), in [0, 1]"
         ),
         "overall": overall,
-        "by_origin": {o: group(where[:, 0] == i) for i, o in enumerate(origins)},
+        "by_origin": {o: group(origin_of == i) for i, o in enumerate(ORIGINS)},
         "by_shard": {
-            str(names[j]): group(where[:, 1] == int(slot[j]))
-            for j in sorted(largest.tolist(), key=lambda j: str(names[j]))
+            str(names[j]): group(slot_of == int(grouped.shard_slot[j]))
+            for j in sorted(grouped.largest.tolist(), key=lambda j: str(names[j]))
         },
-        "shards_omitted": max(0, len(names) - DIVERSITY_SHARDS),
+        "shards_omitted": max(0, len(names) - SHARD_GROUPS),
     }
 
 
@@ -219,6 +227,7 @@ def build_report(
     outputs: dict[str, str],
     vectors: RowVectors | None = None,
     reference: Reference | None = None,
+    backend: Backend = LOCAL,
 ) -> Report:
     n = table.num_rows
     n_kept = int(decision.kept.sum())
@@ -237,7 +246,7 @@ def build_report(
             "scanned": composition(table, np.ones(n, dtype=bool)),
             "kept": composition(table, decision.kept),
         },
-        "diversity": diversity_report(table, decision, vectors),
+        "diversity": diversity_report(table, decision, vectors, backend),
         "synthetic": synthetic_report(table, scan_meta, decision),
         "reference": reference_report(decision, vectors, reference),
         "shards": shard_breakdown(table, decision),

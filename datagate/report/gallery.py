@@ -158,18 +158,22 @@ def _borderline(report: Report, kept: pa.Table) -> list[dict[str, Any]]:
     if not bounds or kept.num_rows == 0:
         return []
     margin = np.full(kept.num_rows, np.inf)
-    which = np.full(kept.num_rows, "", dtype=object)
-    for name, limit in bounds:
+    which = np.full(kept.num_rows, -1, dtype=np.int64)  # the closest bound of each row
+    columns = {}
+    for b, (name, limit) in enumerate(bounds):
         values = np.asarray(kept.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+        columns[name] = values
         rel = np.abs(values - limit) / max(abs(limit), 1e-6)
         closer = np.nan_to_num(rel, nan=np.inf) < margin
         margin[closer] = rel[closer]
-        which[closer] = [f"{name} {v:.3g} (bound {limit:g})" for v in values[closer]]
+        which[closer] = b
     close = np.flatnonzero(margin <= BORDERLINE_MARGIN)
     order = close[np.argsort(margin[close], kind="stable")][:GALLERY_SIZE]
     rows = kept.select(["key", "shard", "member"]).take(pa.array(order)).to_pylist()
-    return [
-        {**r, "caption": f"{which[i]}: {r['key']}"}
-        for r, i in zip(rows, order.tolist())
-        if np.isfinite(margin[i])
-    ]
+    out = []
+    for r, i in zip(rows, order.tolist()):
+        if np.isfinite(margin[i]):
+            name, limit = bounds[which[i]]
+            caption = f"{name} {columns[name][i]:.3g} (bound {limit:g})"
+            out.append({**r, "caption": f"{caption}: {r['key']}"})
+    return out

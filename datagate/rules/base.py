@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from datagate.errors import ConfigError
+from datagate.measures.backend import LOCAL, Backend
+from datagate.measures.diversity import Rows
 
 if typing.TYPE_CHECKING:
     from datagate.detect.head import Calibration
@@ -67,6 +69,12 @@ class RowVectors:
         pick = mask[self.rows]
         return self.rows[pick], self.vectors[pick]
 
+    def view(self, mask: BoolArray) -> tuple[IntArray, Rows]:
+        """Like :meth:`subset`, but the vectors are read on demand (a :class:`Rows`), not
+        copied: a million kept vectors would otherwise be a second copy of the embeddings."""
+        pick = np.flatnonzero(mask[self.rows])
+        return self.rows[pick], Rows(self.vectors, pick)
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -90,6 +98,8 @@ class Context:
     calibration: Calibration | None = None
     reference: Reference | None = None
     shared: dict[Any, Any] = field(default_factory=dict)
+    #: where dataset-wide work (groupings, pair searches, clusters, sums) runs
+    backend: Backend = LOCAL
 
     @property
     def n(self) -> int:

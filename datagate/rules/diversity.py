@@ -1,15 +1,119 @@
-"""A floor on the kept set's diversity, measured on its embeddings."""
+"""A floor on the kept set's diversity, measured on its embeddings; and the diversity
+statistics the rules and the report share."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field
 
 from datagate.measures import diversity, semantic
-from datagate.rules.base import NO_VECTORS, Context, Fraction, Rule, Verdict, register
+from datagate.measures.backend import Backend
+from datagate.rules.base import (
+    NO_VECTORS,
+    BoolArray,
+    Context,
+    Fraction,
+    IntArray,
+    RowVectors,
+    Rule,
+    Verdict,
+    register,
+)
 from datagate.rules.origin import effective_origin
+
+#: The origins the diversity statistics are grouped by (and a last group for anything else).
+ORIGINS = ("human", "synthetic", "unknown")
+#: Per-shard statistics are kept for at most this many shards (the largest).
+SHARD_GROUPS = 50
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Sums of x xᵀ and x of every embedded row, grouped by (origin, shard), in one pass.
+
+    Any set the rules or the report measure is a sum of cells minus the rows it leaves out,
+    so the full pass over the embeddings happens once per run. Shards beyond the
+    ``SHARD_GROUPS`` largest share one slot."""
+
+    cell: IntArray  # per vector row
+    parts: list[diversity.Running]
+    shard_names: np.ndarray[Any, Any]
+    shard_slot: IntArray  # per shard name: its slot (len(largest) for the rest)
+    largest: IntArray  # shard name indices with their own slot, largest first
+    slots: int
+
+    def origin_of(self, cell: int) -> int:
+        return cell // self.slots
+
+    def slot_of(self, cell: int) -> int:
+        return cell % self.slots
+
+    def total(self, cells: Any = None) -> diversity.Running:
+        """The sum of the chosen cells (all by default), a new object."""
+        chosen = range(len(self.parts)) if cells is None else cells
+        dim = self.parts[0].dim
+        out = diversity.Running.empty(dim)
+        for c in chosen:
+            out += self.parts[c]
+        return out
+
+
+def cells(shared: dict[Any, Any], table: pa.Table, vectors: RowVectors, backend: Backend) -> Cells:
+    """The run's :class:`Cells` of ``table`` and ``vectors``, computed on first use."""
+    cached = shared.get("diversity.cells")
+    if cached is not None and cached[0] is table and cached[1] is vectors:
+        found: Cells = cached[2]
+        return found
+    origin = effective_origin(table)[vectors.rows]
+    shard = np.asarray(table.column("shard").to_numpy(zero_copy_only=False))[vectors.rows]
+    names, shard_of, counts = np.unique(shard, return_inverse=True, return_counts=True)
+    largest = np.argsort(-counts, kind="stable")[:SHARD_GROUPS]
+    slot = np.full(len(names), len(largest), dtype=np.int64)
+    slot[largest] = np.arange(len(largest))
+    slots = len(largest) + 1
+    origin_id = np.select([origin == o for o in ORIGINS], range(len(ORIGINS)), len(ORIGINS))
+    cell = (origin_id * slots + slot[shard_of.ravel()]).astype(np.int64)
+    count = (len(ORIGINS) + 1) * slots
+    parts = backend.group_stats(vectors.vectors, cell, count)
+    found = Cells(cell, parts, names, slot, largest.astype(np.int64), slots)
+    shared["diversity.cells"] = (table, vectors, found)
+    return found
+
+
+def selected_stats(
+    shared: dict[Any, Any],
+    table: pa.Table,
+    vectors: RowVectors,
+    backend: Backend,
+    mask: BoolArray,
+) -> tuple[list[diversity.Running], Cells]:
+    """Per cell, the statistics of the embedded rows ``mask`` selects (a table-length mask):
+    the cell's total minus the rows left out when those are fewer, else summed directly."""
+    grouped = cells(shared, table, vectors, backend)
+    pick = np.asarray(mask, dtype=bool)[vectors.rows]
+    count = len(grouped.parts)
+    if int((~pick).sum()) <= int(pick.sum()):
+        out = [part.copy() for part in grouped.parts]
+        if (~pick).any():
+            left = backend.group_stats(vectors.vectors[~pick], grouped.cell[~pick], count)
+            for running, gone in zip(out, left):
+                running -= gone
+        return out, grouped
+    return backend.group_stats(vectors.vectors[pick], grouped.cell[pick], count), grouped
+
+
+def kept_stats(ctx: Context) -> diversity.Running:
+    """The statistics of every embedded row still kept (see :func:`selected_stats`)."""
+    assert ctx.vectors is not None
+    parts, _ = selected_stats(ctx.shared, ctx.table, ctx.vectors, ctx.backend, ctx.kept)
+    out = diversity.Running.empty(ctx.vectors.vectors.shape[1])
+    for part in parts:
+        out += part
+    return out
 
 
 @register
@@ -44,15 +148,18 @@ class MinDiversity(Rule):
             verdict.passed, verdict.code = False, "min_diversity.unmeasurable"
             verdict.message = f"{label} cannot be measured: {NO_VECTORS}"
             return verdict
-        rows, x = ctx.vectors.subset(ctx.kept)
+        rows, x = ctx.vectors.view(ctx.kept)
         verdict.details = {"embedder": ctx.vectors.embedder, "metric": self.metric, "q": self.q}
-        if self.action == "filter" and len(rows) > 2:
-            found = semantic.semantic_duplicates(x, 1.0)  # only the per-image redundancy
+        stats = kept_stats(ctx)
+        below = len(x) >= 2 and stats.value(self.metric, self.q) < self.min
+        if self.action == "filter" and len(rows) > 2 and below:
+            # the per-image redundancy (most similar other image), only when filtering
+            found = semantic.semantic_duplicates(x, 1.0, backend=ctx.backend)
             human = effective_origin(ctx.table)[rows] == "human"
             candidates = np.flatnonzero(~human)
             order = candidates[np.argsort(-found.redundancy[candidates], kind="stable")]
             order = order[: int(self.max_drop * len(rows))]
-            count, _ = diversity.drop_until(x, order, self.metric, self.min, self.q)
+            count, _ = diversity.drop_until(x, order, self.metric, self.min, self.q, running=stats)
             drop = order[:count]
             mask = np.zeros(ctx.n, dtype=bool)
             mask[rows[drop]] = True
@@ -66,12 +173,14 @@ class MinDiversity(Rule):
                 )
             verdict.rejected, verdict.reasons, verdict.codes = mask, why, "redundant"
             verdict.details["filtered"] = int(count)
-            keep_local = np.ones(len(rows), dtype=bool)
-            keep_local[drop] = False
-            x = x[keep_local]
-        value = diversity.Running(x).value(self.metric, self.q) if len(x) >= 2 else None
+            if count:
+                stats = stats.copy()
+                stats.remove(x[drop])
+        if self.action == "filter" and len(rows) > 2:
+            verdict.details.setdefault("filtered", 0)
+        value = stats.value(self.metric, self.q) if stats.count >= 2 else None
         verdict.value = value
-        verdict.details["images"] = len(x)
+        verdict.details["images"] = stats.count
         if value is None:
             verdict.passed, verdict.code = False, "min_diversity.unmeasurable"
             verdict.message = (
@@ -83,7 +192,7 @@ class MinDiversity(Rule):
         dropped = verdict.details.get("filtered")
         verdict.message = (
             f"{label} {value:.3f} {'>=' if verdict.passed else '<'} {self.min} over "
-            f"{len(x):,} kept images ({ctx.vectors.embedder}"
+            f"{stats.count:,} kept images ({ctx.vectors.embedder}"
             + (f"; {dropped:,} redundant images dropped" if dropped else "")
             + ")"
         )

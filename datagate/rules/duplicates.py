@@ -40,9 +40,7 @@ class ExactDuplicates(Rule):
         bad = np.zeros(n, dtype=bool)
         first_of = np.full(n, -1, dtype=np.int64)
         if candidates.size:
-            codes = np.asarray(
-                pc.dictionary_encode(sha.take(pa.array(candidates))).combine_chunks().indices
-            )
+            codes = ctx.backend.equal_groups(sha)[candidates]
             # visit candidates in keep order (human evidence, then scan order): the first
             # of each hash in that order is its group's kept copy
             order = keep_preference(ctx, candidates, "first")
@@ -115,6 +113,7 @@ class NearDuplicates(Rule):
             preference,
             confirm=hashes[1] if len(hashes) > 1 else None,
             confirm_distance=self.confirm_distance or 0,
+            pairs=ctx.backend.distinct_pairs,
         )
         keys = ctx.text("key")
         originals = ctx.none()
@@ -155,7 +154,7 @@ class SemanticDuplicates(Rule):
     """Cosine similarity of the embeddings at or above which two images are duplicates."""
     keep: Literal["largest", "first"] = "largest"
     clusters: Annotated[int, Field(ge=1)] | None = None
-    """k-means clusters searched within (default: one per 1,000 embedded images)."""
+    """k-means clusters searched within (default: one per 125 embedded images)."""
     action: Literal["reject", "filter"] = "reject"
     """reject: drop every duplicate; filter: drop the most similar first, only until the
     policy's min_diversity thresholds hold."""
@@ -167,7 +166,7 @@ class SemanticDuplicates(Rule):
     }
 
     def apply(self, ctx: Context) -> Verdict:
-        from datagate.rules.diversity import MinDiversity
+        from datagate.rules.diversity import MinDiversity, kept_stats
 
         n = ctx.n
         bad = np.zeros(n, dtype=bool)
@@ -180,13 +179,14 @@ class SemanticDuplicates(Rule):
                 message=f"cannot be evaluated: {NO_VECTORS}",
                 details={"error": NO_VECTORS},
             )
-        rows, x = ctx.vectors.subset(ctx.kept)
+        rows, x = ctx.vectors.view(ctx.kept)
         found = semantic.semantic_duplicates(
             x,
             self.threshold,
             preference=keep_preference(ctx, rows, self.keep),
             clusters=self.clusters,
             redundancy=False,
+            backend=ctx.backend,
         )
         local = np.flatnonzero(found.dropped)
         details: dict[str, Any] = {"duplicates": int(local.size), "clusters": found.clusters}
@@ -194,9 +194,12 @@ class SemanticDuplicates(Rule):
             # most similar first, only as many as the diversity floors need
             local = local[np.argsort(-found.similarity[local], kind="stable")]
             needed = 0
+            stats = kept_stats(ctx)
             for target in ctx.policy.rules:
                 if isinstance(target, MinDiversity):
-                    count, _ = diversity.drop_until(x, local, target.metric, target.min, target.q)
+                    count, _ = diversity.drop_until(
+                        x, local, target.metric, target.min, target.q, running=stats
+                    )
                     needed = max(needed, count)
             local = local[:needed]
             details["filtered"] = int(local.size)

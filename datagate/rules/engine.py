@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from datagate.contract import RuleOutcomeInfo
 from datagate.errors import InputError
+from datagate.measures.backend import LOCAL, Backend
 from datagate.rules.base import (
     BoolArray,
     Context,
@@ -124,12 +125,14 @@ def apply_policy(
     *,
     exempt: BoolArray | None = None,
     prejudged: tuple[BoolArray, ObjArray, str, str] | None = None,
+    backend: Backend = LOCAL,
 ) -> Decision:
     """Judge a scan table. ``vectors``: its embeddings; ``calibration``: the calibration of
     the detector head whose scores the table carries (from the scan's meta.json);
     ``reference``: a reference scan's embeddings for the reference rules. ``exempt`` rows
     are never rejected (reviewed ``keep``); ``prejudged`` = (mask, reasons, rule id, reason
-    code) rejects rows before any rule runs (reviewed ``reject``)."""
+    code) rejects rows before any rule runs (reviewed ``reject``). ``backend``: where the
+    dataset-wide work runs (this process, or a Ray cluster)."""
     n = table.num_rows
     none = np.full(n, None, dtype=object)
     decision = Decision(
@@ -151,7 +154,14 @@ def apply_policy(
     ordered += [r for r in policy.rules if r.scope == "dataset"]
     for rule in ordered:
         ctx = Context(
-            table, decision.kept.copy(), policy, vectors, calibration, reference, decision.shared
+            table,
+            decision.kept.copy(),
+            policy,
+            vectors,
+            calibration,
+            reference,
+            decision.shared,
+            backend,
         )
         started = time.perf_counter()
         verdict = rule.apply(ctx)

@@ -48,7 +48,7 @@ class MinHuman(Rule):
     def apply(self, ctx: Context) -> Verdict:
         t, kept = ctx.table, ctx.kept
         origin = effective_origin(t, self)
-        c = origin_counts(origin, kept)
+        c = origin_counts(origin, kept, ctx.backend)
         unknown_rows = kept & (origin == "unknown")
         score = ctx.num("detector_score")
         scored_rows = unknown_rows & ~np.isnan(score)

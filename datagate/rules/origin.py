@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from datagate.measures.backend import LOCAL, Backend
 from datagate.provenance.evidence import STRENGTH_RANK, Evidence, UnsignedHuman, decide
 from datagate.rules.base import (
     BoolArray,
@@ -158,12 +159,11 @@ def effective_origin(t: pa.Table, rule: MinHuman | None = None) -> ObjArray:
     return origin
 
 
-def origin_counts(origin: ObjArray, kept: BoolArray) -> dict[str, int]:
+def origin_counts(origin: ObjArray, kept: BoolArray, backend: Backend = LOCAL) -> dict[str, int]:
     """Counts of human / synthetic / unknown origin among kept rows."""
-    chosen = origin[kept]
-    human = int(np.sum(chosen == "human"))
-    synthetic = int(np.sum(chosen == "synthetic"))
-    return {"human": human, "synthetic": synthetic, "unknown": int(kept.sum()) - human - synthetic}
+    code = np.select([origin == "human", origin == "synthetic"], [0, 1], 2)
+    human, synthetic, unknown = backend.counts(np.where(kept, code, -1), 3).tolist()
+    return {"human": human, "synthetic": synthetic, "unknown": unknown}
 
 
 _MISSING = {
@@ -294,7 +294,7 @@ class MaxUnknownOrigin(Rule):
     }
 
     def apply(self, ctx: Context) -> Verdict:
-        c = origin_counts(effective_origin(ctx.table), ctx.kept)
+        c = origin_counts(effective_origin(ctx.table), ctx.kept, ctx.backend)
         total = int(ctx.kept.sum())
         share = c["unknown"] / total if total else 0.0
         what = f"unknown origin {c['unknown']:,} of {total:,} kept images"

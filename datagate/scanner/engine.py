@@ -51,6 +51,7 @@ from datagate.scanner.options import ScanOptions, watermark_rate
 from datagate.scanner.readers import Discovery, Shard, as_url, discover, shard_path
 from datagate.scanner.records import ImageRecord
 from datagate.scanner.schema import (
+    EMBEDDINGS_WRITE,
     SCHEMA_VERSION,
     embeddings_schema,
     images_schema,
@@ -452,7 +453,7 @@ def _merge_embeddings(out: Path, plan: list[tuple[Shard, str]], embedder: Embedd
     names: set[str] = set()
     with (
         atomic_path(out / EMBEDDINGS_FILE) as tmp,
-        pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
+        pq.ParquetWriter(tmp, schema, **EMBEDDINGS_WRITE) as writer,
     ):
         for _, prefix in plan:
             for part in parts_of(parts_dir, prefix):

@@ -28,8 +28,14 @@ the driver's disk, where the cluster's workers cannot reach them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -191,8 +197,58 @@ def _ray() -> tuple[Any, Any]:
 
 
 def shutdown() -> None:
-    """Stop the Ray that :func:`connect` started (its processes end with it)."""
-    _ray()[0].shutdown()
+    """Stop the Ray that :func:`connect` started; every process of it ends before this
+    returns (the reaper stops what ``ray.shutdown()`` leaves)."""
+    try:
+        _ray()[0].shutdown()
+    finally:
+        _stop_reaper()
+
+
+#: The watchdog of the local Ray :func:`connect` started (:mod:`.ray_reaper`), if any.
+_REAPER: subprocess.Popen[bytes] | None = None
+#: How long :func:`shutdown` waits for the reaper's last sweep (it finishes on its own).
+REAPER_WAIT_S = 15.0
+
+
+def _start_reaper(ray: Any) -> None:
+    """Start the process that ends this Ray's processes once this one ends, however it ends
+    (a SIGKILL included): Ray's agents outlive a killed driver by a minute otherwise."""
+    global _REAPER
+    _stop_reaper()
+    if not sys.platform.startswith("linux"):
+        return  # it reads /proc; elsewhere Ray's own reaper process does what it can
+    from datagate.scanner import ray_reaper
+
+    command = [sys.executable, "-I", ray_reaper.__file__, str(os.getpid())]
+    _REAPER = subprocess.Popen(
+        [*command, os.path.dirname(ray.__file__)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C in the terminal is the scan's to handle
+    )
+
+
+def _tell_reaper(session_dir: str) -> None:
+    """Name the session directory of the Ray started to the reaper."""
+    if _REAPER is not None and _REAPER.stdin is not None:
+        with contextlib.suppress(OSError):  # gone: nothing to tell
+            _REAPER.stdin.write(f"{session_dir}\n".encode())
+            _REAPER.stdin.flush()
+
+
+def _stop_reaper() -> None:
+    """Let the reaper sweep now (Ray was shut down) and wait for it."""
+    global _REAPER
+    reaper, _REAPER = _REAPER, None
+    if reaper is None:
+        return
+    if reaper.stdin is not None:
+        with contextlib.suppress(OSError):
+            reaper.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        reaper.wait(REAPER_WAIT_S)
 
 
 def _unreachable(address: str, timeout: float = 5.0) -> str | None:
@@ -228,14 +284,30 @@ def connect(ray_options: RayOptions) -> bool:
         raise InputError(f"--ray-address {address}: {problem}", hint=hint)
     if ray.is_initialized():
         return False
-    try:
-        if address is None:
-            ray.init(num_cpus=ray_options.num_cpus, include_dashboard=False, **quiet)
-        else:
+    if address is not None:
+        try:
             ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        where = f"--ray-address {address}" if address else "a local Ray"
-        raise InputError(f"{where}: cannot connect to a Ray cluster: {exc}", hint=hint) from exc
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            raise InputError(
+                f"--ray-address {address}: cannot connect to a Ray cluster: {exc}", hint=hint
+            ) from exc
+        return True
+    _start_reaper(ray)  # first: a driver killed inside ray.init() leaves nothing either
+    on_term = signal.getsignal(signal.SIGTERM)
+    try:
+        context = ray.init(num_cpus=ray_options.num_cpus, include_dashboard=False, **quiet)
+        _tell_reaper(str(context.address_info["session_dir"]))
+        if callable(on_term) and threading.current_thread() is threading.main_thread():
+            # ray.init() replaces it with its own (a stack dump, then an abort): put back
+            # the command's, which stops the scan, shuts Ray down and exits 143
+            signal.signal(signal.SIGTERM, on_term)
+    except BaseException as exc:  # an error, or Ctrl-C while Ray starts: stop what started
+        shutdown()
+        if isinstance(exc, ConnectionError | RuntimeError | ValueError | TimeoutError):
+            raise InputError(
+                f"a local Ray: cannot connect to a Ray cluster: {exc}", hint=hint
+            ) from exc
+        raise
     return True
 
 

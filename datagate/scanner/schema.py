@@ -61,6 +61,17 @@ def describe(schema: pa.Schema) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: How ``embeddings.parquet`` is written: no dictionary (vectors never repeat a value often
+#: enough to pay for one: reading a million dictionary-encoded float16 vectors took 15 s
+#: of CPU, plain 4.5 s) and the float16 bytes split by stream, which zstd compresses
+#: better (~10 % smaller).
+EMBEDDINGS_WRITE = {
+    "compression": "zstd",
+    "use_dictionary": False,
+    "column_encoding": {"embedding.list.element": "BYTE_STREAM_SPLIT"},
+}
+
+
 def embeddings_schema(
     dim: int, embedder: str, preprocessing: str, scored: bool = False
 ) -> pa.Schema:

@@ -49,8 +49,11 @@ class FolderShard:
                 digest.update(f"{name}\0{obj.size}\0{obj.tag}\n".encode())
                 continue
             try:
+                # what git's index compares (size, mtime, inode): a file replaced by
+                # another of the same size and time (cp -p, a restore) is still seen
                 st = os.stat(self.directory / name)
-                digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                stamp = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+                digest.update(f"{name}\0{stamp}\n".encode())
             except OSError:
                 digest.update(f"{name}\0missing\n".encode())
         self.fingerprint = digest.hexdigest()

@@ -113,7 +113,7 @@ class ParquetShard:
         if self.remote is not None:
             return f"{self.remote.size}:{self.remote.tag}"
         st = os.stat(self.path)
-        return f"{st.st_size}:{st.st_mtime_ns}"
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"  # as git's index compares
 
     @property
     def where(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,14 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 #: A URL that went through ``pathlib.Path``, which collapses ``//`` to ``/``.
 _COLLAPSED = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)(.*)$")
 _LOCAL = {"file", "local"}
+#: Client libraries' errors that no filesystem translates to OSError (see :func:`_client_errors`).
+_CLIENT_ERRORS = (
+    ("botocore.exceptions", ("BotoCoreError", "ClientError")),
+    ("google.auth.exceptions", ("GoogleAuthError",)),
+)
+#: botocore's exceptions that mean "no usable credentials", and S3's codes for a refusal
+_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"}
+_DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "403"}
 
 
 def as_url(path: str | PurePath) -> str | None:
@@ -65,22 +74,78 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
         fs, path = url_to_fs(url)
     except ImportError as exc:
         raise InputError(f"{url}: {exc}", hint=INSTALL_HINT) from exc
-    except (ValueError, OSError) as exc:
+    except _client_errors() as exc:  # e.g. AWS_PROFILE naming no profile
+        if problem(exc)[0] is not None:
+            raise unreachable(url, exc) from exc
         raise InputError(f"{url}: cannot open this filesystem: {exc}") from exc
     return fs, str(path)
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    """What listing or reading may raise: OSError and ValueError (fsspec's own, and what
+    s3fs makes of an S3 error), and the client libraries' errors that no filesystem
+    translates (botocore's missing credentials or unreachable endpoint, Google's auth
+    errors). Only libraries already imported can have raised, so nothing is imported here."""
+    found: list[type[BaseException]] = [OSError, ValueError]
+    for module, names in _CLIENT_ERRORS:
+        loaded = sys.modules.get(module)
+        found.extend(getattr(loaded, name) for name in names if hasattr(loaded, name))
+    return tuple(found)
+
+
+def problem(exc: BaseException) -> tuple[str | None, str]:
+    """What went wrong with the store, as (kind, text): kind is ``"denied"`` (the store
+    refused these credentials), ``"credentials"`` (none found), ``"endpoint"`` (nothing
+    answers) or None (anything else)."""
+    if isinstance(exc, PermissionError):
+        return "denied", _denied(exc)
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    module = type(exc).__module__
+    if names & _NO_CREDENTIALS or module.startswith("google.auth"):
+        return "credentials", f"no usable credentials ({exc})"
+    if module.startswith("botocore") and "ClientError" in names:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in _DENIED_CODES:
+            return "denied", _denied(exc)
+    if module.startswith("botocore") and "ConnectionError" in names:
+        return "endpoint", f"the storage endpoint does not answer ({exc})"
+    return None, f"{type(exc).__name__}: {exc}"
+
+
+def _denied(exc: BaseException) -> str:
+    said = str(exc).strip()
+    return "access denied" if said.lower() in ("", "access denied") else f"access denied ({said})"
+
+
+def credentials_hint(url: str) -> str:
+    """Where the credentials (and, for S3, the endpoint) of ``url``'s filesystem come from."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("s3", "s3a"):
+        name = (
+            "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+        )
+        endpoint = os.environ.get(name)
+        where = f"{name}={endpoint}" if endpoint else "AWS_ENDPOINT_URL unset: AWS itself"
+        return (
+            "check the credentials in the environment (AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY) and the endpoint ({where}); listing needs s3:ListBucket "
+            "on the bucket, reading s3:GetObject on its objects"
+        )
+    if scheme in ("gs", "gcs"):
+        return "check GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`)"
+    if scheme == "hf":
+        return "check HF_TOKEN (or `huggingface-cli login`) and that it may read the repository"
+    return "check the credentials this filesystem reads from the environment"
 
 
 def unreachable(url: str, exc: BaseException) -> InputError:
     """An input that cannot be listed or opened, as the user's error (exit 2)."""
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{url}: no such object or prefix")
-    if isinstance(exc, PermissionError):
-        return InputError(
-            f"{url}: access denied ({exc})",
-            hint="check the credentials in the environment (AWS_PROFILE / AWS_ACCESS_KEY_ID, "
-            "GOOGLE_APPLICATION_CREDENTIALS, HF_TOKEN) and the bucket's policy",
-        )
-    return InputError(f"{url}: cannot be read: {type(exc).__name__}: {exc}")
+    kind, text = problem(exc)
+    if kind is not None:
+        return InputError(f"{url}: {text}", hint=credentials_hint(url))
+    return InputError(f"{url}: cannot be read: {text}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +171,7 @@ def describe(fs: AbstractFileSystem, path: str, url: str) -> RemoteFile | list[R
         if info.get("type") != "directory":
             return RemoteFile(path, int(info.get("size") or 0), _tag(info))
         found = fs.find(path, detail=True, withdirs=False)
-    except (OSError, ValueError) as exc:
+    except _client_errors() as exc:
         raise unreachable(url, exc) from exc
     return [
         RemoteFile(p, int(i.get("size") or 0), _tag(i))
@@ -130,12 +195,25 @@ def url_of(fs: AbstractFileSystem, path: str) -> str:
 
 
 def read_url(url: str, max_bytes: int) -> bytes:
-    """Read an object, refusing anything over ``max_bytes`` (as :func:`read_file`)."""
+    """Read an object, refusing anything over ``max_bytes`` (as :func:`read_file`).
+
+    Raises OSError (PermissionError when the store refuses) with a message that says what
+    went wrong, whatever the filesystem's client raised: the caller makes it the row's error.
+    """
     from datagate.scanner.readers.base import too_large
 
     fs, path = filesystem(url)
-    with fs.open(path, "rb") as fh:
-        data: bytes = fh.read(max_bytes + 1)
+    try:
+        with fs.open(path, "rb") as fh:
+            data: bytes = fh.read(max_bytes + 1)
+        size = int(fs.size(path) or len(data)) if len(data) > max_bytes else 0
+    except _client_errors() as exc:
+        kind, text = problem(exc)
+        if kind == "denied":
+            raise PermissionError(text) from exc
+        if kind is not None or not isinstance(exc, OSError | ValueError):
+            raise OSError(text) from exc
+        raise
     if len(data) > max_bytes:
-        raise ValueError(too_large(int(fs.size(path) or len(data)), max_bytes))
+        raise ValueError(too_large(size, max_bytes))
     return data

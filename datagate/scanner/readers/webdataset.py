@@ -157,7 +157,7 @@ class WebDatasetShard:
             self.fingerprint = f"{self.remote.size}:{self.remote.tag}"
             return
         st = os.stat(self.path)
-        self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
+        self.fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"  # as git's index
 
     def _open(self) -> tuple[IO[bytes], int]:
         """The tar file, opened for reading, and its size in bytes."""
