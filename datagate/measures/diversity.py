@@ -22,11 +22,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 FloatArray = np.ndarray[Any, np.dtype[np.floating[Any]]]
 CHUNK_ROWS = 65_536
@@ -53,6 +56,22 @@ class Rows:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
         out = np.asarray(self.base[self.index])
         return out if dtype is None else out.astype(dtype)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """BLAS and faiss on one thread for the block: the gate's products are small (a few
+    thousand rows, clusters of hundreds), and spreading each over threads costs more CPU
+    than it saves — far more when other processes compete for the cores (threads spin)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def normalise(x: FloatArray) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -170,7 +189,8 @@ class KMeans:
         return int(self.centroids.shape[0])
 
     def project(self, x: FloatArray) -> np.ndarray[Any, np.dtype[np.float32]]:
-        return normalise(normalise(x) @ self.basis)
+        # the direction of x·basis does not depend on |x|: one normalisation, in p dimensions
+        return normalise(np.asarray(x, dtype=np.float32) @ self.basis)
 
     def assign(self, x: FloatArray, probes: int = 1) -> np.ndarray[Any, np.dtype[np.int64]]:
         """``(len(x), probes)`` nearest centroids of each row, nearest first."""
@@ -179,9 +199,10 @@ class KMeans:
             return np.zeros((len(x), probes), dtype=np.int64)
         out = np.empty((len(x), probes), dtype=np.int64)
         step = CHUNK_ROWS
-        for start in range(0, len(x), step):
-            rows = self.project(x[start : start + step])
-            out[start : start + step] = self._nearest(rows, probes)
+        with one_thread():
+            for start in range(0, len(x), step):
+                rows = self.project(x[start : start + step])
+                out[start : start + step] = self._nearest(rows, probes)
         return out
 
     def _nearest(self, rows: FloatArray, probes: int) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -212,9 +233,13 @@ class KMeans:
             ids_all = np.broadcast_to(ids, scores.shape)
             merged = np.concatenate([best[mine], scores], axis=1)
             merged_id = np.concatenate([best_id[mine], ids_all], axis=1)
-            top = np.argsort(-merged, axis=1, kind="stable")[:, :probes]
-            best[mine] = np.take_along_axis(merged, top, axis=1)
-            best_id[mine] = np.take_along_axis(merged_id, top, axis=1)
+            top = np.argpartition(-merged, probes - 1, axis=1)[:, :probes]
+            value = np.take_along_axis(merged, top, axis=1)
+            ranked = np.argsort(-value, axis=1, kind="stable")  # nearest first
+            best[mine] = np.take_along_axis(value, ranked, axis=1)
+            best_id[mine] = np.take_along_axis(
+                np.take_along_axis(merged_id, top, axis=1), ranked, axis=1
+            )
         return best_id
 
 
@@ -238,12 +263,17 @@ def _spherical_kmeans(x: FloatArray, k: int, seed: int) -> np.ndarray[Any, np.dt
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
-def fit_kmeans(x: FloatArray, k: int, seed: int = 0) -> KMeans:
+def fit_kmeans(x: FloatArray | Rows, k: int, seed: int = 0) -> KMeans:
     """Spherical k-means (faiss) with ``min(k, n)`` centroids, trained on a sample of at most
     ``KMEANS_POINTS_PER_CENTROID`` rows per centroid, in the sample's top
     ``KMEANS_DIMENSIONS`` principal directions, in two levels above ``TWO_LEVEL_MIN``
     centroids (a partition to search within, not a model: its cost, not its polish,
     matters at a million rows)."""
+    with one_thread():  # small products: one thread wastes least
+        return _fit_kmeans(x, k, seed)
+
+
+def _fit_kmeans(x: FloatArray | Rows, k: int, seed: int) -> KMeans:
     import faiss
 
     n, d = x.shape
@@ -351,6 +381,13 @@ class Running:
         x: FloatArray, groups: np.ndarray[Any, np.dtype[np.int64]], out: list[Running]
     ) -> None:
         order = np.argsort(groups, kind="stable")
+        with one_thread():  # 4,096-row products: one thread wastes least
+            Running._sums(x, groups, order, out)
+
+    @staticmethod
+    def _sums(
+        x: FloatArray, groups: np.ndarray[Any, Any], order: np.ndarray[Any, Any], out: list[Running]
+    ) -> None:
         for start in range(0, len(x), CHUNK_ROWS):
             rows = order[start : start + CHUNK_ROWS]
             unit = normalise(x[rows])

@@ -22,12 +22,14 @@ the redundancy that the diversity-aware filter drops first.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datagate.measures.diversity import Rows, normalise
+from datagate.measures.diversity import Rows, normalise, one_thread
 
 if TYPE_CHECKING:
     from datagate.measures.backend import Backend
@@ -38,6 +40,8 @@ POINTS_PER_CLUSTER = 125
 #: Each image is searched in its nearest PROBES clusters, so a pair split by a cluster
 #: boundary is still compared.
 PROBES = 2
+#: Threads that search clusters at once.
+THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -124,13 +128,22 @@ def match_clusters(
     rows_of = np.repeat(np.arange(n), labels.shape[1])
     order = np.lexsort((rank[rows_of], member))
     bounds = np.flatnonzero(np.diff(member[order])) + 1
-    for group in np.split(order, bounds):
-        members = np.unique(rows_of[group])
-        members = members[np.argsort(rank[members], kind="stable")]
+    groups = [rows_of[group] for group in np.split(order, bounds)]  # in preference order
+
+    def search(members: IntArray) -> Matches | None:
         if members.size < 2:
-            continue
-        found = within_cluster(normalise(x[members]), threshold, redundancy)
-        merge_matches(members, found, dup_of, sim_to, nearest, most_similar)
+            return None
+        return within_cluster(normalise(x[members]), threshold, redundancy)
+
+    # clusters hold a few hundred rows: a multi-threaded BLAS spends more time handing out
+    # such small products than computing them, so BLAS runs single-threaded and the
+    # clusters are spread over threads instead (numpy releases the GIL in the products);
+    # results are folded in cluster order, as a sequential loop would
+    threads = max(1, min(THREADS, os.cpu_count() or 1))
+    with one_thread(), ThreadPoolExecutor(threads) as pool:
+        for members, found in zip(groups, pool.map(search, groups)):
+            if found is not None:
+                merge_matches(members, found, dup_of, sim_to, nearest, most_similar)
     return dup_of, sim_to, nearest, most_similar
 
 
