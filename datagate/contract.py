@@ -342,16 +342,24 @@ def load_embeddings(scan_dir: Path) -> Embeddings | None:
     if not path.exists():
         return None
     try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
+        # batch by batch into one array: never the whole column twice (Arrow and numpy)
+        source = pq.ParquetFile(path)
+        schema = source.schema_arrow
+        dim = schema.field("embedding").type.list_size
+        vectors = np.empty((source.metadata.num_rows, dim), dtype=np.float16)
+        keys: list[Any] = []
+        done = 0
+        for batch in source.iter_batches(batch_size=65_536, columns=["key", "embedding"]):
+            flat = batch.column("embedding").values.to_numpy(zero_copy_only=False)
+            vectors[done : done + batch.num_rows] = flat.reshape(-1, dim)
+            keys.append(batch.column("key").to_numpy(zero_copy_only=False))
+            done += batch.num_rows
+    except (pa.ArrowException, OSError, KeyError, AttributeError) as exc:
         raise InputError(f"{path}: unreadable: {exc}") from exc
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    column = table.column("embedding").combine_chunks()
-    dim = column.type.list_size
-    flat = column.values.to_numpy(zero_copy_only=False)
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
     return Embeddings(
-        keys=table.column("key").to_numpy(),
-        vectors=flat.reshape(-1, dim),
+        keys=np.concatenate(keys) if keys else np.empty(0, dtype=object),
+        vectors=vectors[:done],
         embedder=meta.get("datagate.embedder", "?"),
         preprocessing=meta.get("datagate.preprocessing", "?"),
     )
