@@ -129,7 +129,8 @@ def vendi_score(x: FloatArray, q: float = 1.0) -> float:
     """Vendi score of order q of the embeddings' cosine similarities."""
     if len(x) == 0:
         return 0.0
-    return vendi_from_eigenvalues(np.linalg.eigvalsh(covariance(x)), q)
+    with threadpool_limits(1):
+        return vendi_from_eigenvalues(np.linalg.eigvalsh(covariance(x)), q)
 
 
 def index_from_vendi(vendi: float, n: int, d: int) -> float:
@@ -435,7 +436,8 @@ class Running:
         """Of ``outer / count``, computed once until the set changes."""
         found = self._eigenvalues
         if found is None:
-            found = np.asarray(np.linalg.eigvalsh(self.outer / max(self.count, 1)), np.float64)
+            with threadpool_limits(1):  # a d x d matrix: threads only add hand-off (and spin)
+                found = np.asarray(np.linalg.eigvalsh(self.outer / max(self.count, 1)), np.float64)
             self._eigenvalues = found
         return found
 

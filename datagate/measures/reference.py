@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from datagate.measures.diversity import CHUNK_ROWS, normalise
 
@@ -184,9 +185,10 @@ def frechet_distance(a: FloatArray, b: FloatArray) -> float:
     mu_a, s_a = moments(a)
     mu_b, s_b = moments(b)
     # Tr((S_a S_b)^(1/2)) = sum of sqrt of eigenvalues of S_a^(1/2) S_b S_a^(1/2) (symmetric)
-    w, v = np.linalg.eigh(s_a)
-    root_a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-    middle = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    with threadpool_limits(1):  # d x d matrices: threads only add hand-off (and spin)
+        w, v = np.linalg.eigh(s_a)
+        root_a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+        middle = np.linalg.eigvalsh(root_a @ s_b @ root_a)
     trace_root = float(np.sqrt(np.clip(middle, 0.0, None)).sum())
     value = float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2.0 * trace_root)
     return max(value, 0.0)
