@@ -189,7 +189,7 @@ class RayOptions:
     precision: str = "auto"
 
 
-def _ray() -> tuple[Any, Any]:
+def ray_modules() -> tuple[Any, Any]:
     """The ``ray`` and ``ray.data`` modules, untyped (their stubs do not cover our use)."""
     import importlib
 
@@ -200,7 +200,7 @@ def shutdown() -> None:
     """Stop the Ray that :func:`connect` started; every process of it ends before this
     returns (the reaper stops what ``ray.shutdown()`` leaves)."""
     try:
-        _ray()[0].shutdown()
+        ray_modules()[0].shutdown()
     finally:
         _stop_reaper()
 
@@ -268,7 +268,7 @@ def _unreachable(address: str, timeout: float = 5.0) -> str | None:
 def connect(ray_options: RayOptions) -> bool:
     """Join (or start) Ray; True when this call started it (and must shut it down)."""
     try:
-        ray, _ = _ray()
+        ray, _ = ray_modules()
     except ImportError as exc:
         raise InputError(
             f"--engine ray needs Ray, which is not installed here ({exc})", hint=INSTALL_HINT
@@ -385,7 +385,7 @@ def _run(
 ) -> ScanResult:
     from datagate.embed.models import spec_for
 
-    ray, data = _ray()
+    ray, data = ray_modules()
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = data.DataContext.get_current()
     context.enable_progress_bars = False  # ours is on the terminal, not Ray's as well
