@@ -172,15 +172,7 @@ def _verify_band(
     mask = np.uint64(masks[slot])
     h = _np(group.column("hash"), np.uint64)
     rows = _np(group.column("row"), np.int64)
-    n = len(h)
-    key = h & mask
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    starts_run = np.ones(n, dtype=bool)
-    starts_run[1:] = sorted_key[1:] != sorted_key[:-1]
-    run_start = np.flatnonzero(starts_run)
-    run_len = np.diff(np.append(run_start, n))
-    shared, shared_len = run_start[run_len > 1], run_len[run_len > 1]
+    order, shared, shared_len = neardup.shared_runs(h & mask)
     out_i, out_j, out_d = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     cumulative = np.cumsum(shared_len * (shared_len - 1) // 2)
     weights = np.left_shift(np.int64(1), np.arange(len(block_masks), dtype=np.int64))

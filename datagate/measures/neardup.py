@@ -86,6 +86,19 @@ def plan(count: int, r: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def shared_runs(key: UInt64Array) -> tuple[IntArray, IntArray, IntArray]:
+    """``(order, start, length)``: ``key`` sorted (stable) and the runs of two or more equal
+    keys in that order — the candidates of one choice of blocks."""
+    n = len(key)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts_run = np.ones(n, dtype=bool)
+    starts_run[1:] = sorted_key[1:] != sorted_key[:-1]
+    run_start = np.flatnonzero(starts_run)
+    run_len = np.diff(np.append(run_start, n))
+    return order, run_start[run_len > 1], run_len[run_len > 1]
+
+
 def _block_pairs(h: UInt64Array, r: int) -> tuple[IntArray, IntArray, IntArray]:
     """Every pair (i < j) of *distinct* hashes ``h`` within ``r`` (multi-index by sorting)."""
     n = len(h)
@@ -96,15 +109,7 @@ def _block_pairs(h: UInt64Array, r: int) -> tuple[IntArray, IntArray, IntArray]:
 
     def one(combo: tuple[int, ...]) -> tuple[IntArray, IntArray, IntArray]:
         mask = np.uint64(sum(masks[b] for b in combo))
-        key = h & mask
-        order = np.argsort(key, kind="stable")
-        sorted_key = key[order]
-        starts_run = np.ones(n, dtype=bool)
-        starts_run[1:] = sorted_key[1:] != sorted_key[:-1]
-        run_start = np.flatnonzero(starts_run)
-        run_len = np.diff(np.append(run_start, n))
-        shared = run_start[run_len > 1]
-        shared_len = run_len[run_len > 1]
+        order, shared, shared_len = shared_runs(h & mask)
         if shared.size == 0:
             return _empty()
         out: list[tuple[IntArray, IntArray, IntArray]] = []
