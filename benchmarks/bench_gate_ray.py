@@ -15,9 +15,9 @@ dHashes), ``kmeans_labels`` (k = n / semantic.POINTS_PER_CLUSTER, 2 probes) and
 ``counts`` (origin of kept rows). For each operation: wall seconds, CPU seconds (user +
 system) of the child's whole process tree (Ray's GCS, raylet and workers included) and its
 peak memory as PSS (RSS would count Ray's shared object store once per process mapping it),
-sampled every 50 ms; Ray runs on a local Ray with 2 CPUs (its start, and a first small
-operation that starts the workers, are reported apart). The results of the two backends are
-compared (pairs, labels, matches) and printed with the figures.
+sampled every 50 ms (PSS every 500 ms); Ray runs on a local Ray with 2 CPUs (its start,
+and a first small operation that starts the workers, are reported apart). The results of
+the two backends are compared (pairs, labels, matches) and printed with the figures.
 
 Above ``--kmeans-max`` rows k-means is not run (k grows with n: the fit on the driver and
 the assignment grow with it); ``cluster_matches`` then searches the generator's modes
@@ -165,7 +165,9 @@ class Tree:
         self.peak = 0
         self.lock = threading.Lock()
 
-    def sample(self) -> None:
+    def sample(self, memory: bool = True) -> None:
+        """CPU times of every process; with ``memory``, their PSS too (reading smaps costs
+        more than the CPU times: the sampler reads it every tenth tick)."""
         try:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
@@ -177,11 +179,12 @@ class Tree:
                     with p.oneshot():
                         t = p.cpu_times()
                         self.cpu[(p.pid, p.create_time())] = t.user + t.system
-                        rss += p.memory_full_info().pss
+                        rss += p.memory_full_info().pss if memory else 0
                 except psutil.Error:
                     continue
-            self.rss = rss
-            self.peak = max(self.peak, rss)
+            if memory:
+                self.rss = rss
+                self.peak = max(self.peak, rss)
 
     def cpu_total(self) -> float:
         with self.lock:
@@ -198,8 +201,10 @@ def measure(
     done = threading.Event()
 
     def sampler() -> None:
+        tick = 0
         while not done.is_set():
-            tree.sample()
+            tree.sample(memory=tick % 10 == 0)
+            tick += 1
             time.sleep(0.05)
 
     thread = threading.Thread(target=sampler, daemon=True)

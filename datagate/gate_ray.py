@@ -13,11 +13,12 @@ object store in blocks (``ray.data.from_arrow``) and come back as small results:
   for each choice of ``k`` of the ``m`` bit blocks, every hash is keyed by (choice, its bits
   in those blocks); each bucket sorts its keys, verifies the candidates that share one with a
   popcount, and emits a pair only for the first choice of blocks it agrees on (so no pair
-  comes back twice). Choices run in rounds that fill at most ``ROUND_SHARE`` of the
-  object store.
+  comes back twice). A record is 10 bytes (bucket, hash: the hashes are distinct, so the
+  driver turns the pairs' hashes back into positions). Choices run in rounds that fill at
+  most ``ROUND_SHARE`` of the object store.
 * :meth:`~RayBackend.kmeans_labels`: trained on the driver exactly as the local function
   (same sample, seed and faiss), assigned with ``map_batches`` chunk by chunk as it does.
-* :meth:`~RayBackend.cluster_matches`: each row sent to each of its clusters;
+* :meth:`~RayBackend.cluster_matches`: each row sent to each of its clusters' bucket;
   :func:`.semantic.within_cluster` per cluster in ``map_groups``; the driver folds the matches
   with :func:`.semantic.merge_matches` in ascending cluster order, as the local loop does.
 * :meth:`~RayBackend.group_stats`: partial sums of x xᵀ and x per group in each block (rows
@@ -25,7 +26,8 @@ object store in blocks (``ray.data.from_arrow``) and come back as small results:
 * :meth:`~RayBackend.counts`: a groupby count.
 
 Every shuffle is ``groupby(bucket).map_groups``, with buckets coarse enough that a reducer
-works on many keys at once with numpy (a Python call per key would cost more than the key).
+works on many keys (values, masked hashes, clusters) at once: a Ray Data group per key would
+cost more than the key's work.
 """
 
 from __future__ import annotations
@@ -147,13 +149,18 @@ def _band_keys(batch: pa.Table, masks: list[int], buckets: int) -> pa.Table:
     """distinct_pairs, map: every hash once per choice of blocks of this round, keyed by
     (choice, the hash's bits in those blocks) and sent to that key's bucket."""
     h = _np(batch.column("hash"), np.uint64)
-    row = batch.column("row").combine_chunks()
+    kind = _bucket_type(len(masks) * buckets)
     parts = []
     for slot, mask in enumerate(masks):
         spread = _mix(h & np.uint64(mask)) % np.uint64(buckets)
-        bucket = spread.astype(np.int32) + np.int32(slot * buckets)
-        parts.append(pa.table({"bucket": bucket, "row": row, "hash": h}))
+        bucket = spread.astype(kind) + kind(slot * buckets)
+        parts.append(pa.table({"bucket": bucket, "hash": h}))
     return pa.concat_tables(parts)
+
+
+def _bucket_type(count: int) -> Any:
+    """The smallest integer type of ``count`` bucket ids (the shuffle carries one per row)."""
+    return np.int16 if count < 2**15 else np.int32
 
 
 def _verify_band(
@@ -167,13 +174,14 @@ def _verify_band(
     pair_batch: int,
 ) -> pa.Table:
     """distinct_pairs, reduce (one bucket of one choice of blocks): the pairs sharing those
-    blocks within ``r`` bits, kept only where this choice is the first they agree on."""
+    blocks within ``r`` bits, kept only where this choice is the first they agree on; as
+    hashes (the hashes are distinct: the driver turns them back into positions)."""
     slot = int(group.column("bucket")[0].as_py()) // buckets
     mask = np.uint64(masks[slot])
     h = _np(group.column("hash"), np.uint64)
-    rows = _np(group.column("row"), np.int64)
     order, shared, shared_len = neardup.shared_runs(h & mask)
-    out_i, out_j, out_d = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    out_i, out_j = [np.empty(0, np.uint64)], [np.empty(0, np.uint64)]
+    out_d = [np.empty(0, np.int64)]
     cumulative = np.cumsum(shared_len * (shared_len - 1) // 2)
     weights = np.left_shift(np.int64(1), np.arange(len(block_masks), dtype=np.int64))
     lo, done = 0, 0
@@ -186,9 +194,8 @@ def _verify_band(
         agree = np.stack([(diff & np.uint64(bm)) == 0 for bm in block_masks], axis=1)
         chosen = agree & (np.cumsum(agree, axis=1) <= k)
         own = (chosen.astype(np.int64) @ weights) == combo_bits[slot]
-        i, j = rows[a[own]], rows[b[own]]
-        out_i.append(np.minimum(i, j))
-        out_j.append(np.maximum(i, j))
+        out_i.append(h[a[own]])
+        out_j.append(h[b[own]])
         out_d.append(d[own])
     return pa.table(
         {"i": np.concatenate(out_i), "j": np.concatenate(out_j), "d": np.concatenate(out_d)}
@@ -202,49 +209,52 @@ def _assign(batch: pa.Table, model: KMeans, dim: int, probes: int) -> pa.Table:
     return pa.table({"row": batch.column("row"), "labels": _fixed(labels)})
 
 
-def _to_clusters(batch: pa.Table, probes: int) -> pa.Table:
-    """cluster_matches, map: each row once per cluster it is searched in."""
+def _to_clusters(batch: pa.Table, probes: int, buckets: int) -> pa.Table:
+    """cluster_matches, map: each row once per cluster it is searched in, sent to that
+    cluster's bucket."""
     labels = _vectors(batch.column("labels"), probes)
     x = batch.column("x").combine_chunks()
-    parts = [
-        pa.table(
-            {
-                "cluster": labels[:, p],
-                "row": batch.column("row"),
-                "rank": batch.column("rank"),
-                "x": x,
-            }
-        )
-        for p in range(probes)
-    ]
+    kind = _bucket_type(buckets)
+    parts = []
+    for p in range(probes):
+        cluster = labels[:, p]
+        bucket = (_mix(cluster.astype(np.uint64)) % np.uint64(buckets)).astype(kind)
+        columns = {"bucket": bucket, "cluster": cluster, "row": batch.column("row")}
+        parts.append(pa.table({**columns, "rank": batch.column("rank"), "x": x}))
     return pa.concat_tables(parts)
 
 
-def _match_cluster(group: pa.Table, dim: int, threshold: float, redundancy: bool) -> pa.Table:
-    """cluster_matches, reduce (one cluster): :func:`.semantic.within_cluster` on its members
-    in keep order; the rows a match was found for, with their match (row numbers)."""
-    rows, first = np.unique(_np(group.column("row"), np.int64), return_index=True)
-    by_rank = np.argsort(_np(group.column("rank"), np.int64)[first], kind="stable")
-    members = rows[by_rank]
-    prev = near = np.empty(0, np.int64)
-    prev_sim = near_sim = np.empty(0, np.float32)
-    if members.size >= 2:
-        x = normalise(_vectors(group.column("x"), dim)[first[by_rank]])
-        prev, prev_sim, near, near_sim = semantic.within_cluster(x, threshold, redundancy)
+def _match_clusters(group: pa.Table, dim: int, threshold: float, redundancy: bool) -> pa.Table:
+    """cluster_matches, reduce (one bucket of clusters): :func:`.semantic.within_cluster` on
+    each cluster's members in keep order; the rows a match was found for, with their match
+    (row numbers), per cluster."""
+    cluster = _np(group.column("cluster"), np.int64)
+    rows = _np(group.column("row"), np.int64)
+    rank = _np(group.column("rank"), np.int64)
+    x = _vectors(group.column("x"), dim)
+    order = np.lexsort((rank, cluster))  # by cluster, then keep order
+    cuts = np.flatnonzero(np.diff(cluster[order])) + 1
+    out: list[tuple[np.ndarray[Any, Any], ...]] = []
+    for part in np.split(order, cuts):
+        members, first = np.unique(rows[part], return_index=True)
+        if members.size < 2:
+            continue
+        keep = part[np.sort(first)]  # one entry per row, still in keep order
+        members = rows[keep]
+        prev, prev_sim, near, near_sim = semantic.within_cluster(
+            normalise(x[keep]), threshold, redundancy
+        )
         found = (prev >= 0) | (near >= 0)
         prev = np.where(prev >= 0, members[np.maximum(prev, 0)], -1)[found]
         near = np.where(near >= 0, members[np.maximum(near, 0)], -1)[found]
-        prev_sim, near_sim, members = prev_sim[found], near_sim[found], members[found]
-    else:
-        members = members[:0]
+        c = np.full(int(found.sum()), cluster[part[0]], np.int64)
+        out.append((c, members[found], prev, prev_sim[found], near, near_sim[found]))
+    names = ("cluster", "row", "prev", "prev_sim", "near", "near_sim")
+    types = (np.int64, np.int64, np.int64, np.float32, np.int64, np.float32)
     return pa.table(
         {
-            "cluster": np.full(len(members), group.column("cluster")[0].as_py(), np.int64),
-            "row": members,
-            "prev": prev.astype(np.int64),
-            "prev_sim": np.asarray(prev_sim, np.float32),
-            "near": near.astype(np.int64),
-            "near_sim": np.asarray(near_sim, np.float32),
+            name: np.concatenate([o[c] for o in out]).astype(t) if out else np.empty(0, t)
+            for c, (name, t) in enumerate(zip(names, types))
         }
     )
 
@@ -371,12 +381,8 @@ class RayBackend:
         combos = list(itertools.combinations(range(m), k))
         combo_masks = [sum(block_masks[b] for b in c) for c in combos]
         combo_bits = [sum(1 << b for b in c) for c in combos]
-        row_type = np.uint32 if n < 2**32 else np.int64
-        refs = [
-            ray.put(pa.table({"row": np.arange(s, e, dtype=row_type), "hash": h[s:e]}))
-            for s, e in self._bounds(n)
-        ]
-        record = 4 + 8 + np.dtype(row_type).itemsize  # bucket, hash, row
+        refs = [ray.put(pa.table({"hash": h[s:e]})) for s, e in self._bounds(n)]
+        record = 2 + 8  # bucket (int16 below 32,768 buckets a round), hash
         store = ray.cluster_resources().get("object_store_memory", 2**30)
         per_round = max(1, int(store * ROUND_SHARE) // (n * record))
         found: list[pa.Table] = []
@@ -404,7 +410,14 @@ class RayBackend:
                 },
             )
             found += self._collect(ds)
-        i, j, d = (_column(found, c, np.int64) for c in "ijd")
+        # back from hashes to positions in keys
+        ascending = bool(np.all(h[1:] > h[:-1]))  # np.unique's keys: no sort needed
+        by_hash = np.arange(n) if ascending else np.argsort(h, kind="stable")
+        sorted_h = h[by_hash]
+        hi, hj = (_column(found, c, np.uint64) for c in "ij")
+        a = by_hash[np.searchsorted(sorted_h, hi)]
+        b = by_hash[np.searchsorted(sorted_h, hj)]
+        i, j, d = np.minimum(a, b), np.maximum(a, b), _column(found, "d", np.int64)
         order = np.lexsort((j, i))
         return i[order], j[order], d[order]
 
@@ -456,11 +469,15 @@ class RayBackend:
             )
             for s, e in self._bounds(n)
         ]
+        buckets = self._buckets(n * probes)
         ds = self._source(tables).map_batches(
-            _to_clusters, batch_size=None, batch_format="pyarrow", fn_kwargs={"probes": probes}
+            _to_clusters,
+            batch_size=None,
+            batch_format="pyarrow",
+            fn_kwargs={"probes": probes, "buckets": buckets},
         )
-        ds = ds.groupby("cluster").map_groups(
-            _match_cluster,
+        ds = ds.groupby("bucket").map_groups(
+            _match_clusters,
             batch_format="pyarrow",
             fn_kwargs={"dim": x.shape[1], "threshold": threshold, "redundancy": redundancy},
         )

@@ -378,8 +378,27 @@ def test_a_signal_while_the_command_line_loads_is_an_interrupt_too(
     """The console script loads the CLI (~0.5 s) with the interrupt already handled: the
     same exit code and message as later, never Python's KeyboardInterrupt traceback."""
     proc = start(scan_command(many_images, tmp_path / "out"))
-    time.sleep(delay)
+    # the console script's first lines install its handlers: wait for that (on a loaded
+    # machine the interpreter alone can take longer than ``delay`` to start), then signal
+    # soon after, while the CLI is still loading. SIGTERM tells: Python itself catches
+    # SIGINT from its first instruction, SIGTERM only the script does
+    _wait_until_caught(proc.pid, signal.SIGTERM)
+    time.sleep(delay / 10)
     os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert INTERRUPTED in err and "Traceback" not in err, err
+
+
+def _wait_until_caught(pid: int, sig: int, timeout: float = 30.0) -> None:
+    """Until ``pid`` has a handler for ``sig`` (the SigCgt mask of /proc/PID/status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(
+            next(ln for ln in status.splitlines() if ln.startswith("SigCgt:")).split()[1], 16
+        )
+        if caught & (1 << (sig - 1)):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} never installed a handler for signal {sig}")
