@@ -96,7 +96,7 @@ bench: $(BENCH_STAMP) ## Scan, near-duplicate, enforce at 1M rows, pre-commit, d
 	$(PY) benchmarks/bench_embed.py --models tiny ViT-B-32:random --images 2000
 	$(PY) benchmarks/bench_detect.py
 	$(PY) benchmarks/bench_ray.py --images $(BENCH_IMAGES)
-	$(PY) benchmarks/bench_gate_ray.py --rows 1000000
+	$(PY) benchmarks/bench_gate_ray.py --rows 1000000 10000000 --kmeans-max 1000000
 
 bench-watermark: $(BENCH_STAMP) ## Watermark false positives on real photographs and survival of re-encoding (~8 min)
 	$(PY) benchmarks/bench_watermark.py
