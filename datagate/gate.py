@@ -128,16 +128,20 @@ def enforce(
         table = weigh_origins(table, policy.unsigned_human)
     exempt, override = reviewed.keep, reviewed.decision
     prejudged = (reviewed.reject, reviewed.reasons, REVIEW_RULE, REVIEW_REJECT)
-    decision = apply_policy(
-        table,
-        policy,
-        vectors,
-        calibration,
-        baseline,
-        exempt=exempt,
-        prejudged=prejudged,
-        backend=backend,
-    )
+
+    def judge(table: pa.Table, vectors: RowVectors | None, exempt: Any, prejudged: Any) -> Decision:
+        return apply_policy(
+            table,
+            policy,
+            vectors,
+            calibration,
+            baseline,
+            exempt=exempt,
+            prejudged=prejudged,
+            backend=backend,
+        )
+
+    decision = judge(table, vectors, exempt, prejudged)
     topped = None
     if reserves:
         embedder = embeddings.embedder if embeddings is not None else None
@@ -160,16 +164,7 @@ def enforce(
                 REVIEW_RULE,
                 REVIEW_REJECT,
             )
-            decision = apply_policy(
-                table,
-                policy,
-                vectors,
-                calibration,
-                baseline,
-                exempt=exempt,
-                prejudged=prejudged,
-                backend=backend,
-            )
+            decision = judge(table, vectors, exempt, prejudged)
         table = table.append_column(
             pa.field("source", pa.string()),
             pa.array(np.where(topped.added, "reserve", "scan").tolist(), pa.string()),

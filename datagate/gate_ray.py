@@ -330,6 +330,22 @@ class RayBackend:
         context.shuffle_strategy = SHUFFLE
         return ds
 
+    def _shuffle(
+        self,
+        ds: Any,
+        mapper: Any,
+        map_kwargs: dict[str, Any],
+        reducer: Any,
+        reduce_kwargs: dict[str, Any],
+    ) -> list[pa.Table]:
+        """``mapper`` on every block (it adds a ``bucket`` column), then ``reducer`` on every
+        bucket: the one shape of this backend's shuffles; returns the reducers' tables."""
+        ds = ds.map_batches(mapper, batch_size=None, batch_format="pyarrow", fn_kwargs=map_kwargs)
+        ds = ds.groupby("bucket").map_groups(
+            reducer, batch_format="pyarrow", fn_kwargs=reduce_kwargs
+        )
+        return self._collect(ds)
+
     @staticmethod
     def _collect(ds: Any) -> list[pa.Table]:
         """The result blocks, on the driver."""
@@ -356,11 +372,9 @@ class RayBackend:
             for s, e in self._bounds(rows.size)
         ]
         buckets = self._buckets(rows.size)
-        ds = self._source(tables).map_batches(
-            _bucket_values, batch_size=None, batch_format="pyarrow", fn_kwargs={"buckets": buckets}
+        got = self._shuffle(
+            self._source(tables), _bucket_values, {"buckets": buckets}, _first_equal, {}
         )
-        ds = ds.groupby("bucket").map_groups(_first_equal, batch_format="pyarrow")
-        got = self._collect(ds)
         first_of = np.full(n, -1, dtype=np.int64)
         first_of[_column(got, "row", np.int64)] = _column(got, "first", np.int64)
         # dense ids in order of first appearance: a group's id is how many first rows precede
@@ -390,16 +404,12 @@ class RayBackend:
             chosen = range(lo, min(len(combos), lo + per_round))
             buckets = self._buckets(n)
             masks = [combo_masks[c] for c in chosen]
-            ds = self._source(refs, refs=True).map_batches(
+            found += self._shuffle(
+                self._source(refs, refs=True),
                 _band_keys,
-                batch_size=None,
-                batch_format="pyarrow",
-                fn_kwargs={"masks": masks, "buckets": buckets},
-            )
-            ds = ds.groupby("bucket").map_groups(
+                {"masks": masks, "buckets": buckets},
                 _verify_band,
-                batch_format="pyarrow",
-                fn_kwargs={
+                {
                     "masks": masks,
                     "combo_bits": [combo_bits[c] for c in chosen],
                     "block_masks": block_masks,
@@ -409,7 +419,6 @@ class RayBackend:
                     "pair_batch": neardup.PAIR_BATCH,
                 },
             )
-            found += self._collect(ds)
         # back from hashes to positions in keys
         ascending = bool(np.all(h[1:] > h[:-1]))  # np.unique's keys: no sort needed
         by_hash = np.arange(n) if ascending else np.argsort(h, kind="stable")
@@ -470,18 +479,13 @@ class RayBackend:
             for s, e in self._bounds(n)
         ]
         buckets = self._buckets(n * probes)
-        ds = self._source(tables).map_batches(
+        batches = self._shuffle(
+            self._source(tables),
             _to_clusters,
-            batch_size=None,
-            batch_format="pyarrow",
-            fn_kwargs={"probes": probes, "buckets": buckets},
-        )
-        ds = ds.groupby("bucket").map_groups(
+            {"probes": probes, "buckets": buckets},
             _match_clusters,
-            batch_format="pyarrow",
-            fn_kwargs={"dim": x.shape[1], "threshold": threshold, "redundancy": redundancy},
+            {"dim": x.shape[1], "threshold": threshold, "redundancy": redundancy},
         )
-        batches = self._collect(ds)
         got = {
             name: _column(batches, name, dtype)
             for name, dtype in (
