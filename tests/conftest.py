@@ -5,6 +5,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,3 +101,16 @@ def scan_five_photos(tmp: Path) -> Path:
     (data / "copy.jpg").write_bytes((data / "0.jpg").read_bytes())
     datagate.scan(data, tmp / "scan", model="pixel", workers=1, cache_dir=tmp / "cache")
     return tmp
+
+
+def start_small_ray(ray: Any) -> None:
+    """The tests' local Ray: 2 CPUs, a 200 MB object store, no dashboard, quiet."""
+    import logging
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )

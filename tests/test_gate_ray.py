@@ -8,7 +8,6 @@ shut down at its end.
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from datagate.contract import KEPT, REJECTED, REPORT_JSON
 from datagate.measures import neardup, semantic
 from datagate.measures.backend import LOCAL
 
-from .conftest import ROOT
+from .conftest import ROOT, start_small_ray
 
 ray = pytest.importorskip("ray")
 
@@ -34,13 +33,7 @@ from datagate import gate_ray  # noqa: E402  (needs Ray only when an operation r
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[gate_ray.RayBackend]:
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 1024**2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-    )
+    start_small_ray(ray)
     found = gate_ray.ray_backend()  # joins the Ray above: closing it leaves that Ray up
     yield found
     found.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -26,7 +25,7 @@ import pytest
 
 from datagate.cli import main
 
-from .conftest import DATA, ROOT
+from .conftest import DATA, ROOT, start_small_ray
 
 ray = pytest.importorskip("ray")
 
@@ -35,13 +34,7 @@ DATAGATE = str(Path(sys.executable).with_name("datagate"))
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Any]:
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 1024**2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-    )
+    start_small_ray(ray)
     yield ray
     ray.shutdown()
 
