@@ -9,7 +9,7 @@ import shutil
 import socket
 import tarfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagate.cli import main
-from datagate.scanner.readers import as_url
+from datagate.errors import InputError
+from datagate.scanner.readers import ParquetShard, as_url
+from datagate.scanner.readers.remote import RemoteFile
 
 from .conftest import DATA, jpeg_bytes, photo
 
@@ -27,6 +29,10 @@ boto3 = pytest.importorskip("boto3")
 pytest.importorskip("s3fs")
 
 BUCKET = "datagate-test"
+#: A prefix holding a copy of the dataset's tar and Parquet shard beside one image: the
+#: objects the tests below refuse, delete or cut off from the reader.
+SHARDS = "shards"
+SHARD_FILES = ("web-000000.tar", "table.parquet")
 
 
 def _dataset(root: Path) -> None:
@@ -91,6 +97,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 Key=f"data/{path.relative_to(local).as_posix()}",
                 Body=path.read_bytes(),
             )
+    for name in SHARD_FILES:
+        client.put_object(Bucket=BUCKET, Key=f"{SHARDS}/{name}", Body=(local / name).read_bytes())
+    client.put_object(
+        Bucket=BUCKET, Key=f"{SHARDS}/ok/p0.jpg", Body=(local / "photos" / "p0.jpg").read_bytes()
+    )
     yield {"local": local, "client": client}
     import s3fs
 
@@ -188,13 +199,13 @@ def test_object_that_cannot_be_read_is_an_error_row(s3: dict[str, Any], tmp_path
             Key="data/photos/p2.jpg",
             Body=(s3["local"] / "photos" / "p2.jpg").read_bytes(),
         )
-    assert rows["p2.jpg"]["error"].startswith("cannot read file")
+    assert rows["p2.jpg"]["error"].startswith("cannot read file: not found")
     assert rows["p2.jpg"]["decodable"] is False
     assert rows["p1.jpg"]["error"] is None
 
 
 LOCKED = "datagate-locked"  # a bucket the restricted user may not list
-#: What the restricted user may do: everything, but list the locked bucket or read one object.
+#: What the restricted user may do: everything, but list the locked bucket or read three objects.
 POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -203,7 +214,10 @@ POLICY = {
         {
             "Effect": "Deny",
             "Action": "s3:GetObject",
-            "Resource": f"arn:aws:s3:::{BUCKET}/data/photos/p2.jpg",
+            "Resource": [
+                f"arn:aws:s3:::{BUCKET}/data/photos/p2.jpg",
+                *(f"arn:aws:s3:::{BUCKET}/{SHARDS}/{name}" for name in SHARD_FILES),
+            ],
         },
     ],
 }
@@ -288,6 +302,130 @@ def test_object_that_may_be_listed_but_not_read_is_an_access_denied_row(
     one = f"{url}/p2.jpg"
     assert main(["scan", one, "-o", str(tmp_path / "one"), "--model", "none", "-q"]) == 2
     assert f"{one}: access denied" in " ".join(capsys.readouterr().err.split())
+
+
+def _shard_records(
+    url: str, fresh: bool, between: Callable[[], None] = lambda: None
+) -> dict[str, list[Any]]:
+    """The records of the tar and Parquet shard found under ``url``: discovered, then
+    ``between`` done, then read; ``fresh``: read through a new filesystem, as a worker
+    process does, not the one that holds the listing."""
+    import s3fs
+
+    from datagate.scanner.readers import discover
+
+    shards = {s.id: s for s in discover([url]).shards}
+    between()
+    if fresh:
+        s3fs.S3FileSystem.clear_instance_cache()
+    return {name: list(shards[name].records()) for name in SHARD_FILES}
+
+
+def test_tar_and_parquet_objects_that_may_be_listed_but_not_read_are_access_denied_rows(
+    restricted: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a folder's refused image: the scan goes on, the shard is one row saying why."""
+    import s3fs
+
+    out = tmp_path / "scan"
+    url = f"s3://{BUCKET}/{SHARDS}"
+    status = main(["scan", url, "-o", str(out), "--workers", "1", "--model", "none", "-q"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    rows = {r["key"]: r for r in _rows(out)}
+    assert sorted(rows) == ["ok/p0.jpg", "table.parquet/<parquet>", "web-000000.tar/<tar:0>"]
+    for key in ("web-000000.tar/<tar:0>", "table.parquet/<parquet>"):
+        error = rows[key]["error"]
+        assert f"{url}/{key.partition('/')[0]}: access denied" in error, error
+        assert "reading s3:GetObject on its objects" in error  # the hint
+        assert rows[key]["decodable"] is False
+    assert rows["web-000000.tar/<tar:0>"]["error"].startswith("tar shard unreadable")
+    assert rows["table.parquet/<parquet>"]["error"].startswith("Parquet file not read")
+    assert rows["ok/p0.jpg"]["error"] is None and rows["ok/p0.jpg"]["decodable"] is True
+    # named as the input, each is refused before the scan starts
+    for name in SHARD_FILES:
+        s3fs.S3FileSystem.clear_instance_cache()
+        one = f"{url}/{name}"
+        assert main(["scan", one, "-o", str(tmp_path / name), "--model", "none", "-q"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"{one}: access denied" in err and "AWS_ACCESS_KEY_ID" in err
+        assert "Traceback" not in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["same-filesystem", "fresh-filesystem"])
+def test_a_refused_tar_shard_read_by_a_worker_is_an_access_denied_row(
+    restricted: str, fresh: bool
+) -> None:
+    url = f"s3://{BUCKET}/{SHARDS}"
+    records = _shard_records(url, fresh)
+    (tar,) = records["web-000000.tar"]
+    assert tar.member == "<tar:0>" and tar.data is None
+    assert f"{url}/web-000000.tar: access denied" in (tar.error or ""), tar.error
+    assert "s3:GetObject" in (tar.error or "")
+    (table,) = records["table.parquet"]  # refused when discovered: read by no worker
+    assert table.member == "<parquet>"
+    assert f"{url}/table.parquet: access denied" in (table.error or ""), table.error
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["same-filesystem", "fresh-filesystem"])
+def test_tar_and_parquet_objects_deleted_after_discovery_are_not_found_rows(
+    s3: dict[str, Any], fresh: bool
+) -> None:
+    url = f"s3://{BUCKET}/{SHARDS}"
+
+    named: list[InputError] = []
+
+    def delete() -> None:
+        for name in SHARD_FILES:
+            s3["client"].delete_object(Bucket=BUCKET, Key=f"{SHARDS}/{name}")
+        # a Parquet object named as the input, gone between its listing and its opening
+        gone = RemoteFile(f"{BUCKET}/{SHARDS}/table.parquet", 1, "etag")
+        with pytest.raises(InputError) as raised:
+            ParquetShard("t", Path(gone.path), url=f"{url}/table.parquet", remote=gone)
+        named.append(raised.value)
+
+    try:
+        records = _shard_records(url, fresh, between=delete)
+    finally:
+        for name in SHARD_FILES:
+            body = (s3["local"] / name).read_bytes()
+            s3["client"].put_object(Bucket=BUCKET, Key=f"{SHARDS}/{name}", Body=body)
+    (tar,) = records["web-000000.tar"]
+    assert tar.member == "<tar:0>" and tar.data is None
+    assert f"{url}/web-000000.tar: not found" in (tar.error or ""), tar.error
+    (table,) = records["table.parquet"]  # its schema was read when discovered: no rows since
+    assert table.member == "<parquet:0>"
+    assert f"{url}/table.parquet: not found" in (table.error or ""), table.error
+    assert "s3:GetObject" not in (tar.error or "") + (table.error or "")  # no credentials hint
+    (error,) = named  # exit 2, as any input named on the command line that cannot be read
+    assert error.message.startswith(f"{url}/table.parquet: not found")
+
+
+def test_endpoint_gone_after_discovery_makes_error_rows_not_a_crash(
+    s3: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that starts once the endpoint has stopped answering (botocore's own error,
+    no OSError: it escaped both readers)."""
+    import s3fs
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # fail at once
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    url = f"s3://{BUCKET}/{SHARDS}"
+    with socket.socket() as sock:  # a free port, closed again: nothing answers there
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        records = _shard_records(
+            url, True, between=lambda: monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+        )
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()  # made with the dead endpoint: not reused
+    for name, member in (("web-000000.tar", "<tar:0>"), ("table.parquet", "<parquet:0>")):
+        (record,) = records[name]
+        assert record.member == member
+        error = record.error or ""
+        assert f"{url}/{name}: the storage endpoint does not answer" in error, error
+        assert f"AWS_ENDPOINT_URL={dead}" in error  # the hint names the endpoint it tried
 
 
 @pytest.mark.parametrize("missing", ["credentials", "endpoint"])

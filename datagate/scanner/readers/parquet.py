@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from datagate.errors import InputError
 from datagate.scanner.defaults import DEFAULT_MAX_BYTES
 from datagate.scanner.readers.base import too_large
-from datagate.scanner.readers.remote import RemoteFile
+from datagate.scanner.readers.remote import RemoteFile, client_errors, store_failure
 from datagate.scanner.records import ImageRecord
 
 #: Preferred names when several columns could hold images.
@@ -92,7 +92,8 @@ class ParquetShard:
     ``strict`` (a file named as an input): an unreadable or unsuitable file is an
     :class:`InputError`. Otherwise (found inside a folder) it becomes one error row. On a
     remote filesystem (:mod:`.remote`), ``url`` is the object's URL and ``remote`` its
-    listing entry; the file is read through fsspec.
+    listing entry; the file is read through fsspec, and an object the store refuses or no
+    longer has says so in the store's words (:func:`.remote.store_failure`), naming its URL.
     """
 
     id: str
@@ -137,7 +138,15 @@ class ParquetShard:
         try:
             try:
                 pf = self._open()
-            except (pa.ArrowException, OSError) as exc:
+            except (pa.ArrowException, OSError, *client_errors()) as exc:
+                failure = store_failure(self.url, exc) if self.url is not None else None
+                if failure is not None and not self.strict:
+                    self.problem = str(failure)  # names the URL, with the hint
+                    return
+                if failure is not None:
+                    raise failure.input_error() from exc
+                if not isinstance(exc, pa.ArrowException | OSError):
+                    raise
                 raise InputError(f"{self.where}: not a readable Parquet file: {exc}") from exc
             schema = pf.schema_arrow
             if schema.metadata and b"datagate.schema_version" in schema.metadata:
@@ -171,9 +180,11 @@ class ParquetShard:
             for record in self._rows():
                 yield record
                 row += 1
-        except (pa.ArrowException, OSError, ValueError) as exc:
+        except (pa.ArrowException, OSError, ValueError, *client_errors()) as exc:
+            failure = store_failure(self.url, exc) if self.url is not None else None
             yield self._error(
-                f"<parquet:{row}>", f"Parquet file unreadable after {row} rows: {exc}"
+                f"<parquet:{row}>",
+                f"Parquet file unreadable after {row} rows: {exc if failure is None else failure}",
             )
 
     def _error(self, member: str, error: str) -> ImageRecord:

@@ -10,6 +10,12 @@ Discovery lists the prefix once (``find``) and groups what it finds exactly as a
 does: each "directory" of loose images is one folder shard, each tar or Parquet object one
 shard, hidden names and other files are skipped with their reason. Keys are relative to the
 given URL, so a bucket and its local copy scan to the same keys.
+
+What the store or its client raises while reading is translated once, by
+:func:`store_failure`: an object the store refuses reads "access denied", one gone since it
+was listed "not found", and a missing credential or a dead endpoint says so, with the hint
+where the settings come from. A loose image's row, a tar or Parquet shard's error row and
+an input named on the command line (exit 2) all say it in those words.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from datagate.errors import InputError
 
@@ -32,7 +38,7 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 #: A URL that went through ``pathlib.Path``, which collapses ``//`` to ``/``.
 _COLLAPSED = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)(.*)$")
 _LOCAL = {"file", "local"}
-#: Client libraries' errors that no filesystem translates to OSError (see :func:`_client_errors`).
+#: Client libraries' errors that no filesystem translates to OSError (see :func:`client_errors`).
 _CLIENT_ERRORS = (
     ("botocore.exceptions", ("BotoCoreError", "ClientError")),
     ("google.auth.exceptions", ("GoogleAuthError",)),
@@ -40,6 +46,10 @@ _CLIENT_ERRORS = (
 #: botocore's exceptions that mean "no usable credentials", and S3's codes for a refusal
 _NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"}
 _DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "403"}
+#: S3's codes for an object or bucket that is not there (s3fs makes them FileNotFoundError)
+_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404"}
+#: What a refused, missing or unreachable object's message says (see :func:`problem`).
+Kind = Literal["denied", "missing", "credentials", "endpoint", "client"]
 
 
 def as_url(path: str | PurePath) -> str | None:
@@ -74,31 +84,38 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
         fs, path = url_to_fs(url)
     except ImportError as exc:
         raise InputError(f"{url}: {exc}", hint=INSTALL_HINT) from exc
-    except _client_errors() as exc:  # e.g. AWS_PROFILE naming no profile
+    except client_errors() as exc:  # e.g. AWS_PROFILE naming no profile
         if problem(exc)[0] is not None:
             raise unreachable(url, exc) from exc
         raise InputError(f"{url}: cannot open this filesystem: {exc}") from exc
     return fs, str(path)
 
 
-def _client_errors() -> tuple[type[BaseException], ...]:
-    """What listing or reading may raise: OSError and ValueError (fsspec's own, and what
-    s3fs makes of an S3 error), and the client libraries' errors that no filesystem
-    translates (botocore's missing credentials or unreachable endpoint, Google's auth
-    errors). Only libraries already imported can have raised, so nothing is imported here."""
-    found: list[type[BaseException]] = [OSError, ValueError]
+def _library_errors() -> tuple[type[BaseException], ...]:
+    """The client libraries' errors that no filesystem translates (botocore's missing
+    credentials or unreachable endpoint, Google's auth errors). Only libraries already
+    imported can have raised, so nothing is imported here."""
+    found: list[type[BaseException]] = []
     for module, names in _CLIENT_ERRORS:
         loaded = sys.modules.get(module)
         found.extend(getattr(loaded, name) for name in names if hasattr(loaded, name))
     return tuple(found)
 
 
-def problem(exc: BaseException) -> tuple[str | None, str]:
+def client_errors() -> tuple[type[BaseException], ...]:
+    """What listing or reading may raise: OSError and ValueError (fsspec's own, and what
+    s3fs makes of an S3 error), and the client libraries' errors no filesystem translates."""
+    return (OSError, ValueError, *_library_errors())
+
+
+def problem(exc: BaseException) -> tuple[Kind | None, str]:
     """What went wrong with the store, as (kind, text): kind is ``"denied"`` (the store
-    refused these credentials), ``"credentials"`` (none found), ``"endpoint"`` (nothing
-    answers) or None (anything else)."""
+    refused these credentials), ``"missing"`` (no such object), ``"credentials"`` (none
+    found), ``"endpoint"`` (nothing answers) or None (anything else)."""
     if isinstance(exc, PermissionError):
         return "denied", _denied(exc)
+    if isinstance(exc, FileNotFoundError):
+        return "missing", _MISSING
     names = {cls.__name__ for cls in type(exc).__mro__}
     module = type(exc).__module__
     if names & _NO_CREDENTIALS or module.startswith("google.auth"):
@@ -107,9 +124,15 @@ def problem(exc: BaseException) -> tuple[str | None, str]:
         code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
         if code in _DENIED_CODES:
             return "denied", _denied(exc)
+        if code in _MISSING_CODES:
+            return "missing", _MISSING
     if module.startswith("botocore") and "ConnectionError" in names:
         return "endpoint", f"the storage endpoint does not answer ({exc})"
     return None, f"{type(exc).__name__}: {exc}"
+
+
+#: An object listed, then not there when read.
+_MISSING = "not found (deleted or moved since it was listed?)"
 
 
 def _denied(exc: BaseException) -> str:
@@ -138,14 +161,62 @@ def credentials_hint(url: str) -> str:
     return "check the credentials this filesystem reads from the environment"
 
 
-def unreachable(url: str, exc: BaseException) -> InputError:
-    """An input that cannot be listed or opened, as the user's error (exit 2)."""
-    if isinstance(exc, FileNotFoundError):
-        return InputError(f"{url}: no such object or prefix")
+@dataclass(frozen=True)
+class StoreFailure:
+    """Why the object at ``url`` could not be read, when its store or the store's client is
+    to blame: ``kind`` as :func:`problem` names it (``"client"``: another error of the
+    client library), ``text`` what went wrong in words."""
+
+    url: str
+    kind: Kind
+    text: str
+
+    @property
+    def hint(self) -> str | None:
+        """How to fix it, when a setting may: where credentials and the endpoint come from."""
+        return credentials_hint(self.url) if self.kind in _SETTINGS else None
+
+    def __str__(self) -> str:
+        """One line naming the URL, what went wrong and the hint: a shard's error row."""
+        said = f"{self.url}: {self.text}"
+        return f"{said}; hint: {self.hint}" if self.hint else said
+
+    def input_error(self) -> InputError:
+        """As the user's error, for an input named on the command line (exit 2)."""
+        return InputError(f"{self.url}: {self.text}", hint=self.hint)
+
+    def os_error(self) -> OSError:
+        """As the OSError a loose image's reader raises (its row names the object):
+        PermissionError when refused, FileNotFoundError when gone."""
+        cls = {"denied": PermissionError, "missing": FileNotFoundError}.get(self.kind, OSError)
+        return cls(self.text)
+
+
+#: The kinds a setting may fix (credentials, the endpoint, a policy), given the hint.
+_SETTINGS = frozenset({"denied", "credentials", "endpoint"})
+
+
+def store_failure(url: str, exc: BaseException) -> StoreFailure | None:
+    """``exc``, raised reading ``url``, as what the store said (see :class:`StoreFailure`); None
+    when neither the store nor its client raised it (a corrupt file's own error, which its
+    reader reports as it is)."""
     kind, text = problem(exc)
     if kind is not None:
-        return InputError(f"{url}: {text}", hint=credentials_hint(url))
-    return InputError(f"{url}: cannot be read: {text}")
+        return StoreFailure(url, kind, text)
+    errors = _library_errors()
+    if isinstance(exc, errors) or isinstance(exc.__cause__, errors):  # s3fs keeps the cause
+        return StoreFailure(url, "client", text)
+    return None
+
+
+def unreachable(url: str, exc: BaseException) -> InputError:
+    """An input that cannot be listed or opened, as the user's error (exit 2)."""
+    failure = store_failure(url, exc)
+    if failure is not None and failure.kind == "missing":
+        return InputError(f"{url}: no such object or prefix")
+    if failure is not None and failure.kind != "client":
+        return failure.input_error()
+    return InputError(f"{url}: cannot be read: {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -171,7 +242,7 @@ def describe(fs: AbstractFileSystem, path: str, url: str) -> RemoteFile | list[R
         if info.get("type") != "directory":
             return RemoteFile(path, int(info.get("size") or 0), _tag(info))
         found = fs.find(path, detail=True, withdirs=False)
-    except _client_errors() as exc:
+    except client_errors() as exc:
         raise unreachable(url, exc) from exc
     return [
         RemoteFile(p, int(i.get("size") or 0), _tag(i))
@@ -197,8 +268,9 @@ def url_of(fs: AbstractFileSystem, path: str) -> str:
 def read_url(url: str, max_bytes: int) -> bytes:
     """Read an object, refusing anything over ``max_bytes`` (as :func:`read_file`).
 
-    Raises OSError (PermissionError when the store refuses) with a message that says what
-    went wrong, whatever the filesystem's client raised: the caller makes it the row's error.
+    Raises OSError (PermissionError when the store refuses, FileNotFoundError when the
+    object is gone) with a message that says what went wrong, whatever the filesystem's
+    client raised (:func:`store_failure`): the caller makes it the row's error.
     """
     from datagate.scanner.readers.base import too_large
 
@@ -207,13 +279,11 @@ def read_url(url: str, max_bytes: int) -> bytes:
         with fs.open(path, "rb") as fh:
             data: bytes = fh.read(max_bytes + 1)
         size = int(fs.size(path) or len(data)) if len(data) > max_bytes else 0
-    except _client_errors() as exc:
-        kind, text = problem(exc)
-        if kind == "denied":
-            raise PermissionError(text) from exc
-        if kind is not None or not isinstance(exc, OSError | ValueError):
-            raise OSError(text) from exc
-        raise
+    except client_errors() as exc:
+        failure = store_failure(url, exc)
+        if failure is None:
+            raise
+        raise failure.os_error() from exc
     if len(data) > max_bytes:
         raise ValueError(too_large(size, max_bytes))
     return data

@@ -29,7 +29,7 @@ from typing import IO, Any, Protocol
 
 from datagate.scanner.defaults import DEFAULT_MAX_BYTES
 from datagate.scanner.readers.base import is_image_name, too_large
-from datagate.scanner.readers.remote import RemoteFile
+from datagate.scanner.readers.remote import RemoteFile, client_errors, store_failure
 from datagate.scanner.records import ImageRecord
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -45,6 +45,15 @@ MAX_COMPRESSION_RATIO = 100
 MIN_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 #: Bookkeeping bytes counted per stored sidecar besides its value.
 _SIDECAR_OVERHEAD = 64
+#: What a damaged (or unopenable) shard raises while it is read: reported as its error row.
+_UNREADABLE: tuple[type[Exception], ...] = (
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    ValueError,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 def is_tar_name(name: str) -> bool:
@@ -141,7 +150,9 @@ def _sidecar_value(ext: str, data: bytes) -> Any:
 @dataclass
 class WebDatasetShard:
     """A tar file's image members. On a remote filesystem (:mod:`.remote`), ``url`` is the
-    object's URL and ``remote`` its listing entry; the tar is streamed through fsspec."""
+    object's URL and ``remote`` its listing entry; the tar is streamed through fsspec, and an
+    object the store refuses or no longer has is the shard's error row, in the store's words
+    (:func:`.remote.store_failure`), as a local file that cannot be opened is."""
 
     id: str
     path: Path
@@ -249,14 +260,19 @@ class WebDatasetShard:
                 f"after {n_members} members",
             )
             return
-        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        except (*_UNREADABLE, *client_errors()) as exc:
             yield from flush()
             yield self._record(
                 f"<tar:{n_members}>",
-                error=f"tar shard unreadable after {n_members} members: {exc}",
+                error=f"tar shard unreadable after {n_members} members: {self._why(exc)}",
             )
             return
         yield from flush()
+
+    def _why(self, exc: BaseException) -> str:
+        """What stopped the read: the store's answer for a remote object, else the error."""
+        failure = store_failure(self.url, exc) if self.url is not None else None
+        return str(exc) if failure is None else str(failure)
 
     def _record(
         self, member: str, *, data: bytes | None = None, error: str | None = None
