@@ -59,6 +59,8 @@ class Counts(TypedDict):
     table_sha256: NotRequired[str]
     """SHA-256 of the ``images.parquet`` bytes as the scan wrote them (absent in scans
     written before datagate recorded it)."""
+    embeddings_sha256: NotRequired[str]
+    """SHA-256 of the ``embeddings.parquet`` bytes, when the scan wrote embeddings."""
 
 
 class ShardInfo(TypedDict):
@@ -83,6 +85,9 @@ class Timing(TypedDict, total=False):
     chunks_resumed: int
     rows_cached: int
     rows_computed: int
+    #: "merged": the parts were concatenated; "reused": the same parts as the last scan,
+    #: whose files were kept as they were
+    merge: str
 
 
 class EmbedderInfo(TypedDict):
@@ -104,6 +109,11 @@ class DetectorInfo(TypedDict):
     training: dict[str, Any]
 
 
+class MergeInfo(TypedDict):
+    key: str
+    files: dict[str, list[int]]
+
+
 class ScanMeta(TypedDict):
     """``meta.json``: what was scanned, how, and what came of it."""
 
@@ -122,6 +132,9 @@ class ScanMeta(TypedDict):
     detector: NotRequired[DetectorInfo]
     #: which engine ran the chunks: local or ray
     engine: NotRequired[str]
+    #: what the merged files were made of (a digest of the parts in order) and each file's
+    #: size and modification time then: a re-run with the same parts reuses them unread
+    merged: NotRequired[MergeInfo]
 
 
 # --------------------------------------------------------------------------- report.json

@@ -36,10 +36,14 @@ def verdict_key(
     if table_sha256 is None or policy.reference is not None:
         return None
     embeddings = scan_dir / EMBEDDINGS_FILE
+    if not embeddings.exists():
+        embeddings_sha256 = None
+    else:  # recorded by the scan that wrote it; hashed here for older scans
+        embeddings_sha256 = meta["counts"].get("embeddings_sha256") or file_sha256(embeddings)
     return {
         "datagate": __version__,
         "table": str(table_sha256),
-        "embeddings": file_sha256(embeddings) if embeddings.exists() else None,
+        "embeddings": embeddings_sha256,
         "detector": json.dumps(meta.get("detector"), sort_keys=True),
         "policy": policy_digest(policy),
         "overrides": file_sha256(overrides) if overrides is not None else None,

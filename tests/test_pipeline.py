@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datagate.contract import EMBEDDINGS_FILE, PARTS_DIR, load_scan
+from datagate.contract import EMBEDDINGS_FILE, PARTS_DIR, file_sha256, load_scan
 from datagate.embed.models import PixelEmbedder
 from datagate.errors import InputError
 from datagate.scanner.engine import scan
@@ -75,6 +75,34 @@ def test_rescan_reuses_finished_shards_and_redoes_changed_ones(
     assert table.column("sha256")[row] != first.column("sha256")[row]
     # stale parts of the old shard b were removed
     assert len([p for p in (out / PARTS_DIR).iterdir() if p.suffix == ".parquet"]) == 4
+
+
+def test_rescan_of_unchanged_parts_keeps_the_merged_files_and_remerges_a_touched_one(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scan"
+    opts = ScanOptions(chunk_size=4)
+    first = scan([image_folder], out, opts, workers=1, embedder=PixelEmbedder())
+    assert first.meta["timing"]["merge"] == "merged"
+    assert first.meta["counts"]["embeddings_sha256"] == file_sha256(out / EMBEDDINGS_FILE)
+    table, stamp = _table(out), (out / "images.parquet").stat()
+    # markers without a row count (older scans) still resume
+    for done in (out / PARTS_DIR).glob("*.done"):
+        done.write_text(json.dumps({"chunks": json.loads(done.read_text())["chunks"]}))
+    again = scan([image_folder], out, opts, workers=1, embedder=PixelEmbedder())
+    assert again.meta["timing"]["merge"] == "reused"
+    assert (out / "images.parquet").stat().st_mtime_ns == stamp.st_mtime_ns
+    assert again.meta["counts"] == first.meta["counts"]
+    assert again.meta["shards"] == first.meta["shards"]
+    # a merged file changed behind the scan's back is merged again, not trusted
+    (out / "images.parquet").write_bytes(b"not the table")
+    repaired = scan([image_folder], out, opts, workers=1, embedder=PixelEmbedder())
+    assert repaired.meta["timing"]["merge"] == "merged"
+    assert _table(out).equals(table)
+    # the same parts without the embedder: merged again, and the vectors removed
+    plain = scan([image_folder], out, opts, workers=1)
+    assert plain.meta["timing"]["merge"] == "merged"
+    assert not (out / EMBEDDINGS_FILE).exists()
 
 
 def _slow_dataset(root: Path, n: int) -> None:

@@ -38,6 +38,7 @@ from datagate.contract import (
     META_FILE,
     PARTS_DIR,
     Counts,
+    MergeInfo,
     ScanMeta,
     ShardInfo,
     Timing,
@@ -214,14 +215,13 @@ def _scan_locked(
             outstanding[prefix].discard(fut)
         for prefix, n_chunks in list(finished_iteration.items()):
             if not outstanding[prefix]:
-                write_json(parts_dir / f"{prefix}.done", {"chunks": n_chunks})
+                mark_done(parts_dir, prefix, n_chunks)
                 del finished_iteration[prefix]
 
     try:
         for shard, prefix in plan:
             if (parts_dir / f"{prefix}.done").exists():
-                n_done = sum(pq.read_metadata(p).num_rows for p in parts_of(parts_dir, prefix))
-                progress.advance(n_done)
+                progress.advance(done_rows(parts_dir, prefix))
                 continue
             outstanding[prefix] = set()
             n_chunks = 0
@@ -329,7 +329,17 @@ def finish_scan(
     """Merge the finished parts into the scan folder and write meta.json (``engine``: which
     engine ran the chunks)."""
     config_hash = options.config_hash()
-    counts, shards_meta = _merge(out, plan, options, found.skipped, embedder)
+    parts = _finished_parts(out / PARTS_DIR, plan)
+    key = _merge_key(parts, options, embedder)
+    reused = _merged_before(out, key)
+    if reused is None:
+        counts, shards_meta = _merge(out, parts, options, embedder)
+    else:
+        counts, shards_meta = reused
+    counts["skipped_files"] = len(found.skipped)
+    _remove_stale(out / PARTS_DIR, parts, embedder is not None)
+    merged: MergeInfo = {"key": key, "files": _file_stamps(out, embedder is not None)}
+    timing = {**timing, "merge": "reused" if reused is not None else "merged"}
     seconds = time.perf_counter() - started
     timing = {
         "seconds": round(seconds, 3),
@@ -354,6 +364,7 @@ def finish_scan(
         meta["embedder"] = stage.info()
     if head is not None:
         meta["detector"] = detector_info(head)
+    meta["merged"] = merged
     write_json(out / META_FILE, meta)
     return ScanResult(out=out, meta=meta, skipped=found.skipped)
 
@@ -373,18 +384,97 @@ def parts_of(parts_dir: Path, prefix: str) -> list[Path]:
     return [parts_dir / f"{prefix}-{i:06d}.parquet" for i in range(int(done["chunks"]))]
 
 
+def mark_done(parts_dir: Path, prefix: str, chunks: int) -> None:
+    """Mark a shard finished: all ``chunks`` of its parts are written (and how many rows they
+    hold, so that a resumed scan counts them without opening every part)."""
+    parts = [parts_dir / f"{prefix}-{i:06d}.parquet" for i in range(chunks)]
+    rows = sum(pq.read_metadata(p).num_rows for p in parts)
+    write_json(parts_dir / f"{prefix}.done", {"chunks": chunks, "rows": rows})
+
+
+def done_rows(parts_dir: Path, prefix: str) -> int:
+    """Rows of a finished shard (from its marker; markers without the count read the parts)."""
+    done = json.loads((parts_dir / f"{prefix}.done").read_text())
+    if "rows" in done:
+        return int(done["rows"])
+    return sum(pq.read_metadata(p).num_rows for p in parts_of(parts_dir, prefix))
+
+
+#: (shard, its parts' prefix, its part files in order) for every shard of a finished scan
+Parts = list[tuple[Shard, str, list[Path]]]
+
+
+def _finished_parts(parts_dir: Path, plan: list[tuple[Shard, str]]) -> Parts:
+    return [(shard, prefix, parts_of(parts_dir, prefix)) for shard, prefix in plan]
+
+
+def _merge_key(parts: Parts, options: ScanOptions, embedder: Embedder | None) -> str:
+    """What the merged files are made of: the part files in order (their names carry each
+    shard's fingerprint and the configuration), the shards as meta.json lists them, the
+    table's schema and the embedder's."""
+    content = {
+        "datagate": __version__,
+        "shards": [[s.id, s.kind, shard_path(s), [p.name for p in ps]] for s, _, ps in parts],
+        "schema": str(images_schema(options.signals, options.detector)),
+        "embeddings": None
+        if embedder is None
+        else str(embeddings_schema(embedder.dim, embedder.id, embedder.preprocessing.id)),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _merged_files(out: Path, embeddings: bool) -> list[Path]:
+    return [out / IMAGES_FILE, *([out / EMBEDDINGS_FILE] if embeddings else [])]
+
+
+def _file_stamps(out: Path, embeddings: bool) -> dict[str, list[int]]:
+    stamps = {}
+    for path in _merged_files(out, embeddings):
+        st = path.stat()
+        stamps[path.name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return stamps
+
+
+def _merged_before(out: Path, key: str) -> tuple[Counts, list[ShardInfo]] | None:
+    """The counts and shards of the last merge when it merged exactly these parts and its
+    files are untouched since (size, modification time and inode, as recorded): the files
+    are reused without being read. None: merge."""
+    try:
+        meta = json.loads((out / META_FILE).read_text())
+        merged = meta.get("merged") or {}
+        if merged.get("key") != key:
+            return None
+        embeddings = EMBEDDINGS_FILE in merged["files"]
+        if _file_stamps(out, embeddings) != merged["files"]:
+            return None
+        return meta["counts"], meta["shards"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remove_stale(parts_dir: Path, parts: Parts, embeddings: bool) -> None:
+    """Delete the parts no shard of this scan uses (another configuration's, a changed
+    shard's previous ones), and never leave another scan's vectors."""
+    keep: set[str] = set()
+    for _, prefix, files in parts:
+        keep.add(f"{prefix}.done")
+        for part in files:
+            keep.add(part.name)
+            if embeddings:
+                keep.add(embedding_part(part).name)
+    for stale in parts_dir.iterdir():
+        if stale.name not in keep:
+            stale.unlink(missing_ok=True)
+
+
 def _merge(
-    out: Path,
-    plan: list[tuple[Shard, str]],
-    options: ScanOptions,
-    skipped: list[tuple[str, str]],
-    embedder: Embedder | None = None,
+    out: Path, parts: Parts, options: ScanOptions, embedder: Embedder | None = None
 ) -> tuple[Counts, list[ShardInfo]]:
     """Concatenate the parts in plan order into ``images.parquet`` (atomically)."""
+    from datagate.contract import file_sha256
+
     schema = images_schema(options.signals)
     final_schema = images_schema(options.signals, options.detector)
-    parts_dir = out / PARTS_DIR
-    keep: set[str] = set()
     shards_meta: list[ShardInfo] = []
     n_images = n_errors = 0
     with (
@@ -393,11 +483,9 @@ def _merge(
     ):
         buffer: list[pa.Table] = []
         buffered = 0
-        for shard, prefix in plan:
-            keep.add(f"{prefix}.done")
+        for shard, _, files in parts:
             shard_images = shard_errors = 0
-            for part in parts_of(parts_dir, prefix):
-                keep.add(part.name)
+            for part in files:
                 table = _read_part(part, schema.names).cast(schema)
                 if options.detector is not None:
                     scored = _read_part(embedding_part(part), ["key", "detector_score"])
@@ -427,37 +515,28 @@ def _merge(
             n_errors += shard_errors
         if buffer:
             writer.write_table(pa.concat_tables(buffer))
-    if embedder is not None:
-        keep |= _merge_embeddings(out, plan, embedder)
-    else:
-        (out / EMBEDDINGS_FILE).unlink(missing_ok=True)  # never leave another scan's vectors
-    for stale in parts_dir.iterdir():
-        if stale.name not in keep:
-            stale.unlink(missing_ok=True)
-    from datagate.contract import file_sha256
-
     counts: Counts = {
         "images": n_images,
         "errors": n_errors,
-        "shards": len(plan),
-        "skipped_files": len(skipped),
+        "shards": len(parts),
+        "skipped_files": 0,
         # what contract.load_scan checks the table against: rows above, and its bytes
         "table_sha256": file_sha256(out / IMAGES_FILE),
     }
+    if embedder is not None:
+        _merge_embeddings(out, parts, embedder)
+        counts["embeddings_sha256"] = file_sha256(out / EMBEDDINGS_FILE)
+    else:
+        (out / EMBEDDINGS_FILE).unlink(missing_ok=True)
     return counts, shards_meta
 
 
-def _merge_embeddings(out: Path, plan: list[tuple[Shard, str]], embedder: Embedder) -> set[str]:
+def _merge_embeddings(out: Path, parts: Parts, embedder: Embedder) -> None:
     schema = embeddings_schema(embedder.dim, embedder.id, embedder.preprocessing.id)
-    parts_dir = out / PARTS_DIR
-    names: set[str] = set()
     with (
         atomic_path(out / EMBEDDINGS_FILE) as tmp,
         pq.ParquetWriter(tmp, schema, **EMBEDDINGS_WRITE) as writer,
     ):
-        for _, prefix in plan:
-            for part in parts_of(parts_dir, prefix):
-                emb = embedding_part(part)
-                names.add(emb.name)
-                writer.write_table(_read_part(emb, schema.names).cast(schema))
-    return names
+        for _, _, files in parts:
+            for part in files:
+                writer.write_table(_read_part(embedding_part(part), schema.names).cast(schema))

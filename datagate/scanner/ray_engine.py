@@ -45,11 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datagate.contract import PARTS_DIR, Timing
 from datagate.errors import InputError
-from datagate.io import output_lock, write_json, write_table
+from datagate.io import output_lock, write_table
 from datagate.scanner.compute import compute_chunk
 from datagate.scanner.embedding import EmbedStage, embeddings_table
 from datagate.scanner.engine import (
@@ -57,10 +56,11 @@ from datagate.scanner.engine import (
     Progress,
     ScanResult,
     chunks_of,
+    done_rows,
     embedding_part,
     finish_scan,
+    mark_done,
     model_options,
-    parts_of,
     plan_scan,
 )
 from datagate.scanner.options import ScanOptions
@@ -397,7 +397,7 @@ def _run(
     written: dict[str, set[int]] = {}
     for shard, prefix in plan:
         if (parts_dir / f"{prefix}.done").exists():
-            progress.advance(sum(pq.read_metadata(p).num_rows for p in parts_of(parts_dir, prefix)))
+            progress.advance(done_rows(parts_dir, prefix))
             continue
         written[prefix] = _written(parts_dir, prefix, embedder is not None)
         resumed += len(written[prefix])
@@ -460,7 +460,7 @@ def _run(
                     progress.advance(row["count"])
                 n = expected.get(prefix)
                 if n is not None and written[prefix] >= set(range(n)):
-                    write_json(parts_dir / f"{prefix}.done", {"chunks": n})
+                    mark_done(parts_dir, prefix, n)
                     del expected[prefix]
     progress.finish()
     stage = None
