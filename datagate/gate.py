@@ -48,6 +48,7 @@ from datagate.report.gallery import QUALITY_KEYS, select_galleries
 from datagate.report.html import render_html
 from datagate.report.markdown import render_markdown
 from datagate.rules import Decision, Reference, RowVectors, apply_policy
+from datagate.rules.engine import return_memory
 from datagate.rules.origin import weigh_origins
 from datagate.rules.policy import Policy, policy_digest
 
@@ -91,6 +92,7 @@ def enforce(
     ledger: Path | None = None,
     key: Path | None = None,
     backend: Backend = LOCAL,
+    intermediates: Path | None = None,
 ) -> EnforceResult:
     """Judge a scan folder: write the kept/rejected manifests and every report.
 
@@ -104,8 +106,15 @@ def enforce(
     their outputs before the rules run; ``key``: signs the ledger entry and the run's
     attestation (none: ``croissant.json`` only). Both are checked before anything is judged;
     no defaults are looked up here (:func:`datagate.enforce` does that). ``backend``: where
-    the dataset-wide work (duplicate groups and pairs, clusters, sums) runs."""
+    the dataset-wide work (duplicate groups and pairs, clusters, sums) runs;
+    ``intermediates``: a folder where that work's results are kept between runs and updated
+    with what changed (:mod:`datagate.measures.incremental`; the pre-commit hook's)."""
     started = time.perf_counter()
+    kept_work = None
+    if intermediates is not None:
+        from datagate.measures.incremental import IncrementalBackend
+
+        backend = kept_work = IncrementalBackend(backend, intermediates)
     signing = signing_for_gate(ledger, key)
     table, meta = load_scan(scan_dir)
     table, lineage = apply_lineage(table, signing.ledger)
@@ -121,6 +130,9 @@ def enforce(
     baseline = load_reference(
         reference or (Path(policy.reference) if policy.reference else None), embeddings
     )
+    if embeddings is not None and not reserves:  # aligned: only a top-up reads the keys again
+        embeddings = dataclasses.replace(embeddings, keys=np.empty(0, dtype=object))
+    return_memory()
     loaded = time.perf_counter()
     reviewed = apply_decisions(table, decisions or Overrides(), policy.review_strength)
     table = reviewed.table
@@ -194,6 +206,7 @@ def enforce(
         "report_md": str(out / REPORT_MD),
         "report_html": str(out / REPORT_HTML),
     }
+    return_memory()
     written = time.perf_counter()
     report = build_report(
         table,
@@ -229,6 +242,9 @@ def enforce(
         "manifests_s": round(written - judged, 3),
         "report_s": round(time.perf_counter() - written, 3),
     }
+    if kept_work is not None:  # what the kept intermediates saved (None: computed whole)
+        report["timing"]["intermediates"] = kept_work.reused
+        kept_work.save()
     write_json(out / REPORT_JSON, report)
     write_reports(report, meta, out)
     result = EnforceResult(report=report, decision=decision, out=out)

@@ -1,16 +1,17 @@
 """The pre-commit gate: a scan of the data repository with a row cache, then its rules.
 
-A human-share floor is a property of the whole dataset, so every commit judges all of it,
-but only what is new is decoded (unchanged shards resume, known content comes from the
-cache in ``.datagate/cache``) and an unchanged dataset reuses its last verdict
-(:mod:`datagate.verdict`). Outputs land in ``.datagate/``; add it to ``.gitignore``.
-"""
+Every commit judges the whole dataset (a human-share floor is a property of all of it), but
+only new content is decoded (shards resume; ``.datagate/cache``), the last verdict's
+dataset-wide intermediates are updated with what changed (``.datagate/gate-cache``), and an
+unchanged dataset reuses its verdict (:mod:`datagate.verdict`). Add ``.datagate/`` to
+``.gitignore``."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from datagate.embed.models import Embedder
 
 STATE_DIR = Path(DEFAULT_STATE_DIR)
+GATE_CACHE = "gate-cache"  # the gate's intermediates (datagate.measures.incremental)
 
 
 @dataclass
@@ -60,14 +62,10 @@ def run_hook(
     overrides: Path | None = None,
 ) -> HookRun:
     """Scan ``inputs`` into ``state_dir/scan`` through the row cache, then enforce ``policy``.
-
-    ``embedder`` is used only when the policy has rules that need embeddings, or a detector
-    ``head`` is given (its scores feed the min_human estimate). ``overrides``: reviewed
-    decisions (default: the repository's ``datagate-overrides.jsonl`` when it exists).
-    """
+    ``embedder``: only for a policy that needs embeddings, or a detector ``head`` (min_human's
+    estimate); ``overrides``: reviewed decisions (default ``datagate-overrides.jsonl``)."""
     started = time.perf_counter()
-    store = Store(state_dir / "cache")
-    try:
+    with closing(Store(state_dir / "cache")) as store:
         done = scan(
             inputs,
             state_dir / "scan",
@@ -78,8 +76,6 @@ def run_hook(
             cache_rows=True,
             head=head,
         )
-    finally:
-        store.close()
     if overrides is None and Path(DEFAULT_FILE).exists():
         overrides = Path(DEFAULT_FILE)
     images, computed = done.meta["counts"]["images"], done.meta["timing"].get("rows_computed", 0)
@@ -90,9 +86,13 @@ def run_hook(
         if report is None:
             from datagate.gate import enforce  # the judging stack, only when judging
 
-            decisions = read_overrides(overrides) if overrides is not None else None
             report = enforce(
-                state_dir / "scan", policy, source=source, out=state_dir, decisions=decisions
+                state_dir / "scan",
+                policy,
+                source=source,
+                out=state_dir,
+                decisions=read_overrides(overrides) if overrides is not None else None,
+                intermediates=state_dir / GATE_CACHE,
             ).report
             remember_verdict(state_dir, key)
     seconds = time.perf_counter() - started

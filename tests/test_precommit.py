@@ -334,3 +334,46 @@ def test_an_unchanged_repository_reuses_the_last_verdict(tmp_path: Path) -> None
     assert not run_hook([data], policy, overrides=overrides, **hook).reused  # type: ignore[arg-type]
     (state / "report.json").unlink()
     assert not run_hook([data], policy, overrides=overrides, **hook).reused  # type: ignore[arg-type]
+
+
+def test_a_changed_repository_updates_the_kept_intermediates_and_judges_as_a_fresh_gate(
+    tmp_path: Path,
+) -> None:
+    """With the shipped default policy: a commit that adds a copy of an image re-judges
+    through the intermediates of the last verdict (pairs, clusters, sums) and decides what
+    a gate with nothing kept decides on the same scan."""
+    import pyarrow.parquet as pq
+
+    from datagate.contract import REJECTED
+    from datagate.embed.models import PixelEmbedder
+    from datagate.gate import enforce
+    from datagate.rules import load_policy
+
+    data = tmp_path / "data"
+    for shard in range(3):
+        (data / f"s{shard}").mkdir(parents=True)
+        for i in range(40):
+            camera_photo(data / f"s{shard}" / f"p{i}.jpg", 1000 * shard + i)
+    policy = load_policy(ROOT / "datagate" / "policies" / "default.yaml")
+    state = tmp_path / ".datagate"
+    hook = {"source": "p", "state_dir": state, "workers": 1, "embedder": PixelEmbedder()}
+    first = run_hook([data], policy, **hook)  # type: ignore[arg-type]
+    kept = sorted(p.name for p in (state / "gate-cache").iterdir())
+    assert kept == ["clusters.npz", "kmeans-288-0-2.npz", "neardup-r6.npz"], kept
+    shutil.copy(data / "s1" / "p3.jpg", data / "s2" / "copy.jpg")
+    with open(data / "s2" / "copy.jpg", "ab") as fh:
+        fh.write(b"other bytes, same picture")
+    second = run_hook([data], policy, **hook)  # type: ignore[arg-type]
+    assert not second.reused and second.computed == 1
+    # the copy has a hash already kept: no search, and the pair found from the kept ones
+    assert second.report["timing"]["intermediates"]["near_duplicates"] == {"added_hashes": 0}
+    assert first.report["timing"]["intermediates"]["near_duplicates"] == {"added_hashes": None}
+    fresh = enforce(state / "scan", policy, source="p", out=tmp_path / "fresh").report
+    for report in (first.report, second.report, fresh):
+        for rule in report["rules"]:
+            rule.pop("seconds", None)
+    assert second.report["rules"] == fresh["rules"]
+    assert second.report["rules"] != first.report["rules"]  # the copy was found
+    rejected = pq.read_table(state / REJECTED).column("key").to_pylist()
+    assert rejected == pq.read_table(tmp_path / "fresh" / REJECTED).column("key").to_pylist()
+    assert "s2/copy.jpg" in rejected

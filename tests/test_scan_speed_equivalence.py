@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,17 +28,19 @@ import pytest
 from PIL import Image
 
 from datagate.cli import main
+from datagate.embed import models as models_mod
 from datagate.embed.forensic import ForensicEmbedder
 from datagate.embed.models import (
     PixelEmbedder,
     Preprocessing,
     load_embedder,
+    orientation_bins,
     prepare_input,
     worker_embedder,
 )
-from datagate.scanner.compute import compute_chunk
+from datagate.scanner.compute import _embed_here, compute_chunk
 from datagate.scanner.decode import DecodeError, decode
-from datagate.scanner.embedding import EmbedStage
+from datagate.scanner.embedding import EmbedStage, embeddings_table
 from datagate.scanner.options import ScanOptions
 from datagate.scanner.records import ImageRecord
 from datagate.scanner.signals import SIGNALS, Sample
@@ -350,3 +354,73 @@ def test_parallel_scan_embeddings_equal_vectors_computed_here(tmp_path: Path) ->
     )
     assert len(files) == 6
     np.testing.assert_array_equal(stored, expected.astype(np.float16))
+
+
+def _orientation_bins_by_select(gx: np.ndarray[Any, Any], gy: np.ndarray[Any, Any]) -> Any:
+    """pixel-v2's orientation bins as first written (np.select over the turned gradient)."""
+    flip = (gy < 0) | ((gy == 0) & (gx < 0))
+    x = np.where(flip, -gx, gx)
+    y = np.where(flip, -gy, gy)
+    quarter = np.select([(x > 0) & (y < x), (x > 0), (y > -x)], [0, 1, 2], 3)
+    along = np.select([quarter == 0, quarter == 1, quarter == 2], [x, x + y, y], y - x)
+    across = np.select([quarter == 0, quarter == 1, quarter == 2], [y, y - x, -x], -x - y)
+    return (quarter * 2 + (across >= models_mod._TAN_EIGHTH * along)).astype(np.int64)
+
+
+def test_orientation_bins_equal_their_first_definition() -> None:
+    """On pixel gradients (differences of grey levels: zeros, equal and opposite components
+    all the time) and on random ones, every bin is the one np.select gave."""
+    rng = np.random.default_rng(11)
+    grey = rng.integers(0, 4, size=200_000).astype(np.float32) / 255.0
+    levels = grey[:100_000] - grey[100_000:]
+    gx, gy = rng.permutation(levels), rng.permutation(levels)
+    some = rng.random(gx.size) < 0.3
+    gy[some] = np.where(rng.random(some.sum()) < 0.5, gx[some], -gx[some])
+    normal = rng.normal(size=(2, 50_000)).astype(np.float32)
+    for x, y in ((gx, gy), (normal[0], normal[1]), (gx[:0], gy[:0])):
+        assert orientation_bins(x, y).tolist() == _orientation_bins_by_select(x, y).tolist()
+
+
+def test_worker_vectors_come_back_as_one_buffer_and_keep_cached_gaps() -> None:
+    embedder = PixelEmbedder()
+    rng = np.random.default_rng(2)
+    inputs: list[np.ndarray[Any, Any] | None] = [
+        rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)
+    ]
+    whole = _embed_here(embedder, list(inputs))
+    assert isinstance(whole, np.ndarray) and whole.shape == (3, 288) and whole.dtype == np.float32
+    np.testing.assert_array_equal(whole, embedder.embed(np.stack(inputs)))  # type: ignore[arg-type]
+    gapped = _embed_here(embedder, [inputs[0], None, inputs[2]])
+    assert isinstance(gapped, list) and gapped[1] is None
+    np.testing.assert_array_equal(gapped[0], whole[0])
+    np.testing.assert_array_equal(gapped[2], whole[2])
+    # the scan process takes either form
+    stage = EmbedStage(embedder, None, 64)
+    vectors, found = stage.vectors([b"a", b"b", b"c"], whole)
+    assert found.all()
+    np.testing.assert_array_equal(vectors, whole.astype(np.float16))
+    vectors, found = stage.vectors([b"a", b"b", b"c"], gapped)
+    assert found.tolist() == [True, False, True]
+
+
+def test_embeddings_table_equals_arrow_conversion_without_importing_pandas() -> None:
+    """The scan process writes an embeddings part per chunk; pa.array would import pandas
+    there (half a second of CPU) only to build three plain columns."""
+    keys = ["./a.jpg", "shard.tar/é.png", ""]
+    vectors = np.random.default_rng(0).normal(size=(3, 288)).astype(np.float16)
+    scores = np.array([0.1, 0.5, 0.9], dtype=np.float32)
+    table = embeddings_table(keys, vectors, PixelEmbedder(), scores)
+    table.validate(full=True)
+    assert table.column("key").to_pylist() == keys
+    expected = np.array(table.column("embedding").to_pylist(), dtype=np.float16)
+    np.testing.assert_array_equal(expected, vectors)
+    assert table.column(2).to_pylist() == pytest.approx(scores.tolist())
+    code = (
+        "import sys, numpy as np\n"
+        "from datagate.embed.models import PixelEmbedder\n"
+        "from datagate.scanner.embedding import embeddings_table\n"
+        "embeddings_table(['k'], np.zeros((1, 288), np.float16), PixelEmbedder(),"
+        " np.zeros(1, np.float32))\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -254,10 +254,10 @@ class PixelEmbedder:
     preprocessing = Preprocessing(size=64, interpolation="box", resize_mode="shortest")
 
     def embed(self, pixels: Pixels) -> Vectors:
-        x = pixels.astype(np.float32) / 255.0
-        n = len(x)
+        n = len(pixels)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        x = np.divide(pixels, np.float32(255.0), dtype=np.float32)  # = astype, then / 255
         r, g, b = x[..., 0], x[..., 1], x[..., 2]
         level = pixels >> 6  # 4 levels per channel, in uint8
         idx = ((level[..., 0] << 4) | (level[..., 1] << 2) | level[..., 2]).reshape(n, -1)
@@ -272,13 +272,12 @@ class PixelEmbedder:
         chroma = np.concatenate([rg, yb], axis=1)
         gx = np.zeros_like(gray)
         gy = np.zeros_like(gray)
-        gx[:, :, 1:-1] = gray[:, :, 2:] - gray[:, :, :-2]
-        gy[:, 1:-1, :] = gray[:, 2:, :] - gray[:, :-2, :]
+        np.subtract(gray[:, :, 2:], gray[:, :, :-2], out=gx[:, :, 1:-1])
+        np.subtract(gray[:, 2:, :], gray[:, :-2, :], out=gy[:, 1:-1, :])
         magnitude = np.hypot(gx, gy)
-        obin = orientation_bins(gx, gy)
-        cell = (np.arange(64) // 16)[:, None] * 4 + (np.arange(64) // 16)[None, :]
-        flat = (np.arange(n)[:, None, None] * 128 + cell[None] * 8 + obin).ravel()
-        texture = np.bincount(flat, weights=magnitude.ravel(), minlength=128 * n)
+        flat = _texture_cells(n)
+        flat += _orientation_bins(gx, gy)
+        texture = np.bincount(flat.ravel(), weights=magnitude.ravel(), minlength=128 * n)
         texture = texture.reshape(n, 16, 8)
         texture = _unit(texture - texture.mean(axis=2, keepdims=True), axis=2).reshape(n, 128)
         blocks = [
@@ -289,6 +288,12 @@ class PixelEmbedder:
         ]
         out = np.concatenate([_unit(block, axis=1) for block in blocks], axis=1)
         return _unit(out, axis=1).astype(np.float32)
+
+
+def _texture_cells(n: int) -> np.ndarray[Any, np.dtype[np.intp]]:
+    """Each pixel's texture bin less its orientation: image * 128 + 4x4 cell * 8 (n, 64, 64)."""
+    cell = (np.arange(64) // 16)[:, None] * 4 + (np.arange(64) // 16)[None, :]
+    return np.arange(n, dtype=np.intp)[:, None, None] * 128 + cell[None] * 8
 
 
 #: tan(pi/8): the boundary between the two bins of each quarter turn
@@ -305,14 +310,37 @@ def orientation_bins(gx: np.ndarray[Any, Any], gy: np.ndarray[Any, Any]) -> np.n
     bins on different machines. Here the quarter turn comes from exact sign and equality
     tests, and the half within it from one rounded product against tan(pi/8) (never an
     exact tie for pixel values): the same bins on every machine."""
-    flip = (gy < 0) | ((gy == 0) & (gx < 0))  # the opposite direction: same orientation
-    x = np.where(flip, -gx, gx)
-    y = np.where(flip, -gy, gy)
-    quarter = np.select([(x > 0) & (y < x), (x > 0), (y > -x)], [0, 1, 2], 3)
-    # the gradient turned back by quarter * pi/4 (up to a factor sqrt(2)): (along, across)
-    along = np.select([quarter == 0, quarter == 1, quarter == 2], [x, x + y, y], y - x)
-    across = np.select([quarter == 0, quarter == 1, quarter == 2], [y, y - x, -x], -x - y)
-    return (quarter * 2 + (across >= _TAN_EIGHTH * along)).astype(np.int64)
+    return _orientation_bins(gx, gy).astype(np.int64)
+
+
+def _orientation_bins(
+    gx: np.ndarray[Any, Any], gy: np.ndarray[Any, Any]
+) -> np.ndarray[Any, np.dtype[np.int8]]:
+    """:func:`orientation_bins` as int8, from the gradients' absolute values.
+
+    Turned into the upper half plane (x, y) = (+-gx, +-gy), y >= 0, the gradient lies in
+    quarter 0 (x > 0, y < x), 1 (x > 0, y >= x), 2 (x <= 0, y > -x) or 3 (x <= 0, y <= -x);
+    turned back by the quarter, it is (along, across) = (x, y), (x + y, y - x), (y, -x) or
+    (y - x, -x - y). With big = max(|x|, y) and small = min(|x|, y), that is (big, small) in
+    quarters 0 and 2 and (big + small, big - small) in 1 and 3: the same float32 sums and
+    products as the turned gradient's, so every comparison decides as it did.
+    """
+    ax = np.abs(gx)
+    ay = np.abs(gy)  # = y, the turned gradient's (a turn flips both signs or neither)
+    right = np.where(gy < 0, gx < 0, gx > 0)  # x > 0
+    right |= (gy == 0) & (gx != 0)
+    odd = np.where(right, ay >= ax, ay <= ax)  # quarter 1 or 3
+    small = np.minimum(ax, ay)
+    big = np.maximum(ax, ay, out=ax)
+    along = big.copy()
+    np.add(big, small, out=along, where=odd)
+    along *= _TAN_EIGHTH
+    across = np.subtract(big, small, out=small, where=odd)  # small where even
+    out: np.ndarray[Any, np.dtype[np.int8]]
+    out = np.greater_equal(across, along).view(np.int8)  # the half within the quarter
+    out += odd.view(np.int8) << 1
+    out += np.logical_not(right).view(np.int8) << 2
+    return out
 
 
 def _unit(x: np.ndarray[Any, Any], axis: int) -> np.ndarray[Any, Any]:

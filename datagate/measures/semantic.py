@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,8 @@ def semantic_duplicates(
     # follow chains back to a kept image (a parent is earlier in preference order, so the
     # pointer jumping ends at the chain's first image)
     linked = np.flatnonzero(dup_of >= 0)
+    if (dup_of[linked] == linked).any() or (rank[dup_of[linked]] >= rank[linked]).any():
+        raise AssertionError("semantic duplicates: a match is not earlier in preference order")
     while linked.size:
         parent = dup_of[linked]
         grand = dup_of[parent]
@@ -110,11 +113,20 @@ def semantic_duplicates(
 
 
 def match_clusters(
-    x: Any, labels: IntArray, rank: IntArray, threshold: float, redundancy: bool
+    x: Any,
+    labels: IntArray,
+    rank: IntArray,
+    threshold: float,
+    redundancy: bool,
+    *,
+    cached: Callable[[IntArray, Callable[[], Matches]], Matches] | None = None,
 ) -> tuple[IntArray, FloatArray, IntArray, FloatArray]:
     """Within every cluster of ``labels`` (``(n, probes)``): each row's most similar member
     earlier in ``rank`` order, when at least ``threshold`` similar, and, with
     ``redundancy``, its most similar other member.
+
+    ``cached(members, search)``: a cluster's result (in member positions) from a cache, or
+    from ``search()`` (:mod:`datagate.measures.incremental`); called from several threads.
 
     Returns ``(duplicate_of, similarity, nearest, most_similar)``; -1 / -inf where none."""
     n = len(x)
@@ -133,7 +145,11 @@ def match_clusters(
     def search(members: IntArray) -> Matches | None:
         if members.size < 2:
             return None
-        return within_cluster(normalise(x[members]), threshold, redundancy)
+
+        def compute() -> Matches:
+            return within_cluster(normalise(x[members]), threshold, redundancy)
+
+        return compute() if cached is None else cached(members, compute)
 
     # clusters hold a few hundred rows: a multi-threaded BLAS spends more time handing out
     # such small products than computing them, so BLAS runs single-threaded and the

@@ -20,9 +20,17 @@ from datagate.rules.reference import shared_measures
 
 
 def shard_breakdown(table: pa.Table, decision: Decision) -> list[ShardOutcome]:
-    shards = np.asarray(table.column("shard").to_numpy(zero_copy_only=False), dtype=object)
+    # the distinct shard names sorted as strings (a null as "None"), from Arrow's dictionary:
+    # no Python string per row
+    shard = table.column("shard")
+    encoded = pc.dictionary_encode(
+        shard.combine_chunks() if isinstance(shard, pa.ChunkedArray) else shard,
+        null_encoding="encode",
+    )
+    distinct = np.array([str(v) for v in encoded.dictionary.to_pylist()], dtype=str)
+    names, rename = np.unique(distinct, return_inverse=True)
+    inverse = rename.ravel()[np.asarray(encoded.indices.to_numpy(zero_copy_only=False))]
     errors = np.asarray(table.column("error").is_valid().to_numpy(zero_copy_only=False))
-    names, inverse = np.unique(shards.astype(str), return_inverse=True)
     total = np.bincount(inverse, minlength=len(names))
     kept = np.bincount(inverse, weights=decision.kept, minlength=len(names)).astype(int)
     errs = np.bincount(inverse, weights=errors, minlength=len(names)).astype(int)
@@ -250,11 +258,7 @@ def build_report(
         "synthetic": synthetic_report(table, scan_meta, decision),
         "reference": reference_report(decision, vectors, reference),
         "shards": shard_breakdown(table, decision),
-        "sources": _counts(
-            np.asarray(table.column("reader").to_numpy(zero_copy_only=False))[
-                decision.kept
-            ].tolist()
-        ),
+        "sources": _counts(table.column("reader").filter(pa.array(decision.kept))),
         "policy": policy,
         "scan": {
             "datagate_version": scan_meta.get("datagate_version"),

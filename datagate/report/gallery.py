@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from datagate.contract import Report, ScanMeta
 from datagate.errors import InputError
@@ -92,15 +93,27 @@ def select_galleries(
     report: Report, kept: pa.Table, rejected: pa.Table, scan_meta: ScanMeta | None
 ) -> dict[str, list[dict[str, Any]]]:
     """Pick the images the HTML report shows and load their thumbnails (bounded count)."""
-    # rejected: round-robin over the rules, so every rule that fired is shown
+    # rejected: round-robin over the rules, so every rule that fired is shown; only the
+    # first few rows of each rule become Python objects (a million rows would not)
     by_rule: dict[str, list[dict[str, Any]]] = {}
-    for row in rejected.select(["key", "shard", "member", "rule_id", "reason"]).to_pylist():
-        by_rule.setdefault(row["rule_id"], []).append(row)
+    if rejected.num_rows:
+        rule_id = rejected.column("rule_id")
+        encoded = pc.dictionary_encode(
+            rule_id.combine_chunks() if isinstance(rule_id, pa.ChunkedArray) else rule_id,
+            null_encoding="encode",
+        )  # codes in order of first appearance
+        codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False))
+        firsts = [np.flatnonzero(codes == c)[:GALLERY_SIZE] for c in range(len(encoded.dictionary))]
+        rows = rejected.select(["key", "shard", "member", "rule_id", "reason"]).take(
+            pa.array(np.concatenate(firsts), pa.int64())
+        )
+        for row in rows.to_pylist():
+            by_rule.setdefault(row["rule_id"], []).append(row)
     chosen: list[dict[str, Any]] = []
     while len(chosen) < GALLERY_SIZE and any(by_rule.values()):
-        for rows in by_rule.values():
-            if rows and len(chosen) < GALLERY_SIZE:
-                chosen.append(rows.pop(0))
+        for listed in by_rule.values():
+            if listed and len(chosen) < GALLERY_SIZE:
+                chosen.append(listed.pop(0))
     rejected_items = [
         {
             "key": r["key"],
@@ -112,18 +125,20 @@ def select_galleries(
     ]
     # duplicates: dropped copy beside the kept original
     duplicates: list[dict[str, Any]] = []
-    if "duplicate_of" in rejected.column_names:
-        dups = [
-            r
-            for r in rejected.select(["key", "shard", "member", "duplicate_of"]).to_pylist()
-            if r["duplicate_of"]
-        ][:DUPLICATE_PAIRS]
-        wanted = {r["duplicate_of"] for r in dups}
-        where = {
-            r["key"]: r
-            for r in kept.select(["key", "shard", "member"]).to_pylist()
-            if r["key"] in wanted
-        }
+    if "duplicate_of" in rejected.column_names and rejected.num_rows:
+        of = rejected.column("duplicate_of")
+        named = pc.fill_null(pc.and_(pc.is_valid(of), pc.not_equal(of, "")), False)
+        first = np.flatnonzero(np.asarray(named.to_numpy(zero_copy_only=False)))
+        dups = (
+            rejected.select(["key", "shard", "member", "duplicate_of"])
+            .take(pa.array(first[:DUPLICATE_PAIRS], pa.int64()))
+            .to_pylist()
+        )
+        wanted = pa.array(sorted({r["duplicate_of"] for r in dups}), pa.string())
+        originals = kept.select(["key", "shard", "member"]).filter(
+            pc.is_in(kept.column("key"), value_set=wanted)
+        )
+        where = {r["key"]: r for r in originals.to_pylist()}
         for r in dups:
             original = where.get(r["duplicate_of"])
             if original is None:

@@ -45,7 +45,7 @@ NO_VECTORS = (
 
 
 class ConfigModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,15 @@ class Context:
         if name not in t.column_names:
             return np.full(t.num_rows, None, dtype=object)
         return np.asarray(t.column(name).to_numpy(zero_copy_only=False), dtype=object)
+
+    def values_at(self, name: str, rows: Any) -> ObjArray:
+        """A column's values at ``rows`` as Python objects: :meth:`text` of a few rows,
+        without a Python string for every row (a million keys)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.full(len(rows), None, dtype=object)
+        if name in self.table.column_names and len(rows):
+            out[:] = self.table.column(name).take(pa.array(rows)).to_pylist()
+        return out
 
     def none(self) -> ObjArray:
         return np.full(self.n, None, dtype=object)

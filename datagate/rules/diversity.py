@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from datagate.measures import diversity, semantic
@@ -69,8 +70,8 @@ def cells(shared: dict[Any, Any], table: pa.Table, vectors: RowVectors, backend:
         found: Cells = cached[2]
         return found
     origin = effective_origin(table)[vectors.rows]
-    shard = np.asarray(table.column("shard").to_numpy(zero_copy_only=False))[vectors.rows]
-    names, shard_of, counts = np.unique(shard, return_inverse=True, return_counts=True)
+    names, shard_of = _shards(table, vectors.rows)
+    counts = np.bincount(shard_of, minlength=len(names))
     largest = np.argsort(-counts, kind="stable")[:SHARD_GROUPS]
     slot = np.full(len(names), len(largest), dtype=np.int64)
     slot[largest] = np.arange(len(largest))
@@ -82,6 +83,23 @@ def cells(shared: dict[Any, Any], table: pa.Table, vectors: RowVectors, backend:
     found = Cells(cell, parts, names, slot, largest.astype(np.int64), slots)
     shared["diversity.cells"] = (table, vectors, found)
     return found
+
+
+def _shards(table: pa.Table, rows: IntArray) -> tuple[np.ndarray[Any, Any], IntArray]:
+    """The distinct shard names of ``rows`` (sorted, as ``np.unique`` sorts them) and each
+    row's position among them: from Arrow's dictionary, no Python string per row."""
+    column = table.column("shard")
+    encoded = pc.dictionary_encode(
+        column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column,
+        null_encoding="encode",
+    )
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[rows]
+    used = np.unique(codes)
+    values = np.array(encoded.dictionary.to_pylist(), dtype=object)[used]
+    names, rank = np.unique(values, return_inverse=True)
+    position = np.zeros(len(encoded.dictionary), dtype=np.int64)
+    position[used] = rank.ravel()
+    return names, position[codes]
 
 
 def selected_stats(
@@ -96,14 +114,23 @@ def selected_stats(
     grouped = cells(shared, table, vectors, backend)
     pick = np.asarray(mask, dtype=bool)[vectors.rows]
     count = len(grouped.parts)
+    # the rows are read where they are (a Rows view), never copied: the left-out rows of a
+    # million are often a few hundred thousand, and their copy made the run's memory peak
     if int((~pick).sum()) <= int(pick.sum()):
         out = [part.copy() for part in grouped.parts]
         if (~pick).any():
-            left = backend.group_stats(vectors.vectors[~pick], grouped.cell[~pick], count)
+            gone_rows = np.flatnonzero(~pick)
+            left = backend.group_stats(
+                diversity.Rows(vectors.vectors, gone_rows), grouped.cell[gone_rows], count
+            )
             for running, gone in zip(out, left):
                 running -= gone
         return out, grouped
-    return backend.group_stats(vectors.vectors[pick], grouped.cell[pick], count), grouped
+    rows = np.flatnonzero(pick)
+    return (
+        backend.group_stats(diversity.Rows(vectors.vectors, rows), grouped.cell[rows], count),
+        grouped,
+    )
 
 
 def kept_stats(ctx: Context) -> diversity.Running:
@@ -163,12 +190,12 @@ class MinDiversity(Rule):
             drop = order[:count]
             mask = np.zeros(ctx.n, dtype=bool)
             mask[rows[drop]] = True
-            keys = ctx.text("key")
             why = ctx.none()
-            for i in drop.tolist():
+            nearest = ctx.values_at("key", rows[found.nearest[drop]])
+            for i, other in zip(drop.tolist(), nearest.tolist()):
                 why[rows[i]] = (
                     f"redundant: cosine {found.redundancy[i]:.3f} to "
-                    f"{keys[rows[found.nearest[i]]]} (dropped to raise the {label} toward "
+                    f"{other} (dropped to raise the {label} toward "
                     f"{self.min})"
                 )
             verdict.rejected, verdict.reasons, verdict.codes = mask, why, "redundant"

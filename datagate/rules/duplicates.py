@@ -51,9 +51,8 @@ class ExactDuplicates(Rule):
             dup = first_rows != candidates
             bad[candidates[dup]] = True
             first_of[candidates] = first_rows
-        keys = ctx.text("key")
         originals = ctx.none()
-        originals[bad] = keys[first_of[bad]]
+        originals[bad] = ctx.values_at("key", first_of[bad])
         why = reasons(n, bad, lambda r: f"exact duplicate of {originals[r]} (same sha256)")
         groups = len(np.unique(first_of[bad])) if bad.any() else 0
         return Verdict(
@@ -115,15 +114,14 @@ class NearDuplicates(Rule):
             confirm_distance=self.confirm_distance or 0,
             pairs=ctx.backend.distinct_pairs,
         )
-        keys = ctx.text("key")
         originals = ctx.none()
         label = "dHash" if self.hash == "dhash" else "pHash"
-        for local in np.flatnonzero(dropped).tolist():
-            row = rows[local]
-            bad[row] = True
-            originals[row] = keys[rows[dup_of[local]]]
+        local = np.flatnonzero(dropped)
+        bad[rows[local]] = True
+        originals[rows[local]] = ctx.values_at("key", rows[dup_of[local]])
+        for row, distance in zip(rows[local].tolist(), dist[local].tolist()):
             why[row] = (
-                f"near duplicate of {originals[row]} ({label} distance {dist[local]} "
+                f"near duplicate of {originals[row]} ({label} distance {distance} "
                 f"<= {self.max_distance})"
             )
         return Verdict(
@@ -203,14 +201,12 @@ class SemanticDuplicates(Rule):
                     needed = max(needed, count)
             local = local[:needed]
             details["filtered"] = int(local.size)
-        keys = ctx.text("key")
         originals = ctx.none()
-        for i in local.tolist():
-            row = rows[i]
-            bad[row] = True
-            originals[row] = keys[rows[found.duplicate_of[i]]]
+        bad[rows[local]] = True
+        originals[rows[local]] = ctx.values_at("key", rows[found.duplicate_of[local]])
+        for row, similarity in zip(rows[local].tolist(), found.similarity[local].tolist()):
             why[row] = (
-                f"semantic duplicate of {originals[row]} (cosine {found.similarity[i]:.3f} "
+                f"semantic duplicate of {originals[row]} (cosine {similarity:.3f} "
                 f">= {self.threshold})"
             )
         return Verdict(

@@ -8,6 +8,7 @@ signals were measured at scan time, so changing a rule never needs a re-scan.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -166,6 +167,7 @@ def apply_policy(
         started = time.perf_counter()
         verdict = rule.apply(ctx)
         decision.seconds[rule.rule_id] = round(time.perf_counter() - started, 3)
+        return_memory()  # what the rule freed, before the next one allocates its own
         _check_code(rule, verdict)
         count = _reject(decision, rule, verdict)
         outcome = RuleOutcome(
@@ -185,6 +187,26 @@ def apply_policy(
             outcome.message = f"rejected {count:,} image{'s' if count != 1 else ''}"
         decision.outcomes.append(outcome)
     return decision
+
+
+def return_memory() -> None:
+    """Hand freed memory back to the system: Arrow's pool keeps what it freed for reuse,
+    and glibc's heap what numpy freed in arrays under its (growing) mmap threshold, so
+    without this a run's resident size ratchets up to the sum of its steps' peaks (at a
+    million rows, ~0.4 GB over the data). A few milliseconds."""
+    pa.default_memory_pool().release_unused()
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):
+        return None
+
+
+_TRIM = _malloc_trim()
 
 
 def _reject(decision: Decision, rule: Rule, verdict: Verdict) -> int:

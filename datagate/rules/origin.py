@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import weakref
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from datagate.measures.backend import LOCAL, Backend
@@ -117,6 +119,47 @@ def _objects(t: pa.Table, name: str) -> ObjArray:
     return out
 
 
+def _category_codes(
+    t: pa.Table, name: str, null: Any = None
+) -> tuple[ObjArray, np.ndarray[Any, Any]]:
+    """A column of few distinct strings as its distinct values (as Python objects, ``null``
+    last, for nulls) and each row's position among them."""
+    if name not in t.column_names:
+        return np.array([null], dtype=object), np.zeros(t.num_rows, dtype=np.int64)
+    column = t.column(name)
+    encoded = pc.dictionary_encode(
+        column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    )
+    values = np.array([*encoded.dictionary.to_pylist(), null], dtype=object)
+    codes = pc.fill_null(encoded.indices, len(values) - 1)
+    return values, np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _categories(t: pa.Table, name: str, null: Any = None) -> ObjArray:
+    """A column of few distinct strings as Python objects (``null`` where null or absent),
+    one object per distinct value: 8 bytes a row, not a string each (a million rows)."""
+    values, codes = _category_codes(t, name, null)
+    out: ObjArray = values[codes]
+    return out
+
+
+#: The last table's origins (:func:`effective_origin` without a rule): duplicate rules,
+#: diversity and the report ask for them of one table several times a run.
+_LAST_ORIGIN: list[tuple[weakref.ref[pa.Table], ObjArray]] = []
+
+
+def _stored_origin(t: pa.Table) -> ObjArray:
+    """Each row's stored origin (``unknown`` where null or empty), read-only, cached for
+    the last table asked about."""
+    if _LAST_ORIGIN and _LAST_ORIGIN[0][0]() is t:
+        return _LAST_ORIGIN[0][1]
+    origin = _categories(t, "origin", "unknown")
+    origin[origin == ""] = "unknown"
+    origin.setflags(write=False)
+    _LAST_ORIGIN[:] = [(weakref.ref(t), origin)]
+    return origin
+
+
 def effective_origin(t: pa.Table, rule: MinHuman | None = None) -> ObjArray:
     """Each row's origin: ``human``, ``synthetic`` or ``unknown``.
 
@@ -126,35 +169,43 @@ def effective_origin(t: pa.Table, rule: MinHuman | None = None) -> ObjArray:
     the evidence with the table's weighing (unsigned human claims weak unless a policy's
     ``unsigned_human: strong`` was applied by :func:`weigh_origins`), so a scan stored
     before that default was introduced counts the same as a new one.
+
+    Without ``rule`` the array is shared (read-only): copy it to change it.
     """
     n = t.num_rows
     if "origin" not in t.column_names:
         return np.full(n, "unknown", dtype=object)
-    origin = np.array([o or "unknown" for o in _column(t, "origin")], dtype=object)
     if rule is None:
-        return origin
-    strength = _column(t, "origin_strength").copy()
-    evidence = _column(t, "evidence")
+        return _stored_origin(t)
+    origin = _stored_origin(t).copy()
+    values, codes = _category_codes(t, "origin_strength")
+    strength_rank = np.array([STRENGTH_RANK.get(v or "", 0) for v in values], dtype=np.int64)
+    rank = strength_rank[codes]
     unsigned = weighing(t)
     ignore = np.zeros(n, dtype=bool)
     if rule.untrusted_c2pa == "ignore" and "c2pa_trusted" in t.column_names:
         trusted = np.asarray(t.column("c2pa_trusted").fill_null(False).to_numpy(), dtype=bool)
-        ignore = (_column(t, "c2pa_state") == "valid") & ~trusted
-    if _decided_with_weighing(t):  # stored verdicts are current: only the ignored C2PA
-        claims_human = np.zeros(n, dtype=bool)
+        ignore = (_categories(t, "c2pa_state") == "valid") & ~trusted
+    if _decided_with_weighing(t) or "evidence" not in t.column_names:
+        claims_human = np.zeros(n, dtype=bool)  # stored verdicts are current
     else:  # a scan stored before unsigned claims weighed weak: decide its human claims again
-        claims_human = np.array([bool(e) and '"human"' in e for e in evidence], dtype=bool)
-    for row in np.flatnonzero(ignore | claims_human).tolist():
-        items = _evidence(evidence[row] or "[]")
-        if ignore[row]:
-            items = [e for e in items if not (e.source == "c2pa" and e.says)]
-        verdict = decide(items, unsigned)
-        origin[row], strength[row] = verdict.origin, verdict.strength
-    floor = STRENGTH_RANK[rule.human_evidence]
-    weak_human = np.array(
-        [o == "human" and STRENGTH_RANK.get(s or "", 0) < floor for o, s in zip(origin, strength)],
-        dtype=bool,
-    )
+        found = pc.fill_null(pc.match_substring(t.column("evidence"), '"human"'), False)
+        claims_human = np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
+    redo = np.flatnonzero(ignore | claims_human)
+    if redo.size:  # only these rows' evidence is read into Python
+        texts = (
+            t.column("evidence").take(pa.array(redo)).to_pylist()
+            if "evidence" in t.column_names
+            else [None] * redo.size
+        )
+        for row, text in zip(redo.tolist(), texts):
+            items = _evidence(text or "[]")
+            if ignore[row]:
+                items = [e for e in items if not (e.source == "c2pa" and e.says)]
+            verdict = decide(items, unsigned)
+            origin[row] = verdict.origin
+            rank[row] = STRENGTH_RANK.get(verdict.strength or "", 0)
+    weak_human = (origin == "human") & (rank < STRENGTH_RANK[rule.human_evidence])
     origin[weak_human] = "unknown"
     return origin
 

@@ -113,10 +113,11 @@ class ChunkResult:
     rows: int
     #: key, SHA-256 digest and vector or embedder input of each image the scan embeds: its
     #: float32 vector when the embedder ran here, else its uint8 embedder input, or None
-    #: when its vector is cached
+    #: when its vector is cached; when the embedder ran here on every image, ``pixels`` is
+    #: one float32 array (images, dim), pickled as one buffer rather than a list of arrays
     keys: list[str] = field(default_factory=list)
     digests: list[bytes] = field(default_factory=list)
-    pixels: list[np.ndarray[Any, Any] | None] = field(default_factory=list)
+    pixels: list[np.ndarray[Any, Any] | None] | np.ndarray[Any, Any] = field(default_factory=list)
     #: rows computed here for the cache (content key -> values), and cache keys that hit
     new_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
@@ -186,13 +187,12 @@ def compute_chunk(
             prepared[i] = None
             digest_of[i] = bytes.fromhex(key[:64])
     order = sorted(prepared)
+    result.keys = [records[i].key for i in order]
+    result.digests = [digest_of[i] for i in order]
+    result.pixels = [prepared[i] for i in order]
     embedder = worker_embedder(options.embedder, options.preprocessing)
     if embedder is not None:
-        _embed_here(embedder, prepared, order)
-    for i in order:
-        result.keys.append(records[i].key)
-        result.digests.append(digest_of[i])
-        result.pixels.append(prepared[i])
+        result.pixels = _embed_here(embedder, result.pixels)
     table = pa.Table.from_pylist(rows, schema=images_schema(options.signals))
     if part is not None:
         write_table(Path(part), table)
@@ -202,12 +202,18 @@ def compute_chunk(
 
 
 def _embed_here(
-    embedder: Embedder, prepared: dict[int, np.ndarray[Any, Any] | None], order: list[int]
-) -> None:
-    """Replace each prepared input by its float32 vector, embedding in batches (in ``order``)."""
-    todo = [i for i in order if prepared[i] is not None]
+    embedder: Embedder, inputs: list[np.ndarray[Any, Any] | None]
+) -> list[np.ndarray[Any, Any] | None] | np.ndarray[Any, Any]:
+    """Each input's float32 vector, embedding in batches; one (n, dim) array when no input
+    is None (a cached vector), else a list with None kept where it was."""
+    todo = [i for i, x in enumerate(inputs) if x is not None]
+    vectors = np.empty((len(todo), embedder.dim), dtype=np.float32)
     for start in range(0, len(todo), WORKER_BATCH):
-        rows = todo[start : start + WORKER_BATCH]
-        vectors = embedder.embed(np.stack([prepared[i] for i in rows]))  # type: ignore[misc]
-        for i, vector in zip(rows, np.asarray(vectors, dtype=np.float32)):
-            prepared[i] = vector
+        batch = [inputs[i] for i in todo[start : start + WORKER_BATCH]]
+        vectors[start : start + len(batch)] = embedder.embed(np.stack(batch))  # type: ignore[arg-type]
+    if len(todo) == len(inputs):
+        return vectors
+    out: list[np.ndarray[Any, Any] | None] = [None] * len(inputs)
+    for i, vector in zip(todo, vectors):
+        out[i] = vector
+    return out

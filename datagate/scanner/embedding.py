@@ -48,12 +48,15 @@ class EmbedStage:
         self.computed = 0
 
     def vectors(
-        self, digests: list[bytes], pixels: Sequence[np.ndarray[Any, Any] | None]
+        self,
+        digests: list[bytes],
+        pixels: Sequence[np.ndarray[Any, Any] | None] | np.ndarray[Any, Any],
     ) -> tuple[np.ndarray[Any, np.dtype[np.float16]], np.ndarray[Any, np.dtype[np.bool_]]]:
         """(vectors, found): ``found[i]`` is False where neither cache nor pixels had one.
 
         ``pixels[i]``: the image's uint8 embedder input, its float32 vector when a worker
-        embedded it (:class:`~datagate.scanner.compute.ChunkResult`), or None.
+        embedded it (:class:`~datagate.scanner.compute.ChunkResult`), or None; or ``pixels``
+        is one float32 array of every image's vector.
         """
         dim = self.embedder.dim
         out = np.zeros((len(digests), dim), dtype=np.float16)
@@ -70,7 +73,10 @@ class EmbedStage:
         fresh: dict[bytes, np.ndarray[Any, Any]] = {}
         ready = [i for i in todo if _is_vector(pixels[i])]
         if ready:
-            batch = np.stack([pixels[i] for i in ready])  # type: ignore[misc]
+            if isinstance(pixels, np.ndarray):  # a worker's vectors, as one buffer
+                batch = pixels[ready]
+            else:
+                batch = np.stack([pixels[i] for i in ready])  # type: ignore[misc]
             fresh.update({digests[i]: v for i, v in zip(ready, batch.astype(np.float16))})
         inputs = [i for i in todo if not _is_vector(pixels[i])]
         for start in range(0, len(inputs), self.batch_size):
@@ -142,12 +148,32 @@ def embeddings_table(
     schema = embeddings_schema(
         embedder.dim, embedder.id, embedder.preprocessing.id, scored=scores is not None
     )
-    flat = pa.array(np.asarray(vectors, dtype=np.float16).ravel(), type=pa.float16())
+    flat = _from_numpy(np.asarray(vectors, dtype=np.float16).ravel(), pa.float16())
     column = pa.FixedSizeListArray.from_arrays(flat, embedder.dim)
-    arrays = [pa.array(list(keys), pa.string()), column]
+    arrays = [_strings(keys), column]
     if scores is not None:
-        arrays.append(pa.array(np.asarray(scores, dtype=np.float32), pa.float32()))
+        arrays.append(_from_numpy(np.asarray(scores, dtype=np.float32), pa.float32()))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# ``pa.array`` imports pandas (half a second of the scan process's CPU, for an embeddings
+# part): these build the same arrays from buffers.
+
+
+def _from_numpy(values: np.ndarray[Any, Any], type_: pa.DataType) -> pa.Array:
+    """A null-free Arrow array sharing a 1-D numpy array's buffer."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def _strings(values: Sequence[str]) -> pa.Array:
+    """``pa.array(values, pa.string())`` for non-null strings."""
+    encoded = [v.encode() for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    )
 
 
 def attach_scores(
