@@ -88,6 +88,7 @@ $(BENCH_STAMP): $(STAMP)
 BENCH_IMAGES ?= 20000
 bench: $(BENCH_STAMP) ## Scan, near-duplicate, enforce at 1M rows, pre-commit, diversity, embedding and Ray benchmarks (~70 min)
 	$(PY) benchmarks/bench_scan.py --images $(BENCH_IMAGES) --scale 200000
+	$(PY) benchmarks/bench_scan.py --images 3000 --speed --repeat 2
 	$(PY) benchmarks/bench_neardup.py --hashes 1000000
 	$(PY) benchmarks/bench_enforce.py --rows 200000 1000000
 	$(PY) benchmarks/bench_precommit.py --images 10000

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from packaging.version import InvalidVersion, Version
 from pydantic import TypeAdapter, ValidationError
@@ -338,6 +339,18 @@ def load_scan(scan_dir: Path) -> tuple[pa.Table, ScanMeta]:
         )
     _check_table(images, table, meta)
     return table, meta
+
+
+def value_codes(column: pa.Array | pa.ChunkedArray) -> tuple[list[Any], np.ndarray[Any, Any]]:
+    """A column of few distinct values as those values (Python objects, in order of first
+    appearance, a null among them where there are nulls) and each row's position among them
+    (int64): Arrow's dictionary encoding, no Python object per row."""
+    encoded = pc.dictionary_encode(
+        column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column,
+        null_encoding="encode",
+    )
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return encoded.dictionary.to_pylist(), codes
 
 
 #: rows of ``embeddings.parquet`` decoded at a time

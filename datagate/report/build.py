@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datagate import __version__
-from datagate.contract import REPORT_VERSION, Report, ScanMeta, ShardOutcome
+from datagate.contract import REPORT_VERSION, Report, ScanMeta, ShardOutcome, value_codes
 from datagate.measures import diversity
 from datagate.measures.backend import LOCAL, Backend
 from datagate.measures.reference import DEFAULT_K
@@ -22,14 +22,9 @@ from datagate.rules.reference import shared_measures
 def shard_breakdown(table: pa.Table, decision: Decision) -> list[ShardOutcome]:
     # the distinct shard names sorted as strings (a null as "None"), from Arrow's dictionary:
     # no Python string per row
-    shard = table.column("shard")
-    encoded = pc.dictionary_encode(
-        shard.combine_chunks() if isinstance(shard, pa.ChunkedArray) else shard,
-        null_encoding="encode",
-    )
-    distinct = np.array([str(v) for v in encoded.dictionary.to_pylist()], dtype=str)
-    names, rename = np.unique(distinct, return_inverse=True)
-    inverse = rename.ravel()[np.asarray(encoded.indices.to_numpy(zero_copy_only=False))]
+    values, codes = value_codes(table.column("shard"))
+    names, rename = np.unique(np.array([str(v) for v in values], dtype=str), return_inverse=True)
+    inverse = rename.ravel()[codes]
     errors = np.asarray(table.column("error").is_valid().to_numpy(zero_copy_only=False))
     total = np.bincount(inverse, minlength=len(names))
     kept = np.bincount(inverse, weights=decision.kept, minlength=len(names)).astype(int)

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datagate.contract import Report, ScanMeta
+from datagate.contract import Report, ScanMeta, value_codes
 from datagate.errors import InputError
 from datagate.rules.checks import QUALITY_MEASURES
 from datagate.scanner.compute import read_record
@@ -97,13 +97,8 @@ def select_galleries(
     # first few rows of each rule become Python objects (a million rows would not)
     by_rule: dict[str, list[dict[str, Any]]] = {}
     if rejected.num_rows:
-        rule_id = rejected.column("rule_id")
-        encoded = pc.dictionary_encode(
-            rule_id.combine_chunks() if isinstance(rule_id, pa.ChunkedArray) else rule_id,
-            null_encoding="encode",
-        )  # codes in order of first appearance
-        codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False))
-        firsts = [np.flatnonzero(codes == c)[:GALLERY_SIZE] for c in range(len(encoded.dictionary))]
+        rules, codes = value_codes(rejected.column("rule_id"))  # in order of first appearance
+        firsts = [np.flatnonzero(codes == c)[:GALLERY_SIZE] for c in range(len(rules))]
         rows = rejected.select(["key", "shard", "member", "rule_id", "reason"]).take(
             pa.array(np.concatenate(firsts), pa.int64())
         )

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
+from datagate.contract import value_codes
 from datagate.measures import diversity, semantic
 from datagate.measures.backend import Backend
 from datagate.rules.base import (
@@ -88,16 +88,11 @@ def cells(shared: dict[Any, Any], table: pa.Table, vectors: RowVectors, backend:
 def _shards(table: pa.Table, rows: IntArray) -> tuple[np.ndarray[Any, Any], IntArray]:
     """The distinct shard names of ``rows`` (sorted, as ``np.unique`` sorts them) and each
     row's position among them: from Arrow's dictionary, no Python string per row."""
-    column = table.column("shard")
-    encoded = pc.dictionary_encode(
-        column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column,
-        null_encoding="encode",
-    )
-    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[rows]
+    distinct, codes = value_codes(table.column("shard"))
+    codes = codes[rows]
     used = np.unique(codes)
-    values = np.array(encoded.dictionary.to_pylist(), dtype=object)[used]
-    names, rank = np.unique(values, return_inverse=True)
-    position = np.zeros(len(encoded.dictionary), dtype=np.int64)
+    names, rank = np.unique(np.array(distinct, dtype=object)[used], return_inverse=True)
+    position = np.zeros(len(distinct), dtype=np.int64)
     position[used] = rank.ravel()
     return names, position[codes]
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from datagate.contract import value_codes
 from datagate.measures.backend import LOCAL, Backend
 from datagate.provenance.evidence import STRENGTH_RANK, Evidence, UnsignedHuman, decide
 from datagate.rules.base import (
@@ -123,16 +124,12 @@ def _category_codes(
     t: pa.Table, name: str, null: Any = None
 ) -> tuple[ObjArray, np.ndarray[Any, Any]]:
     """A column of few distinct strings as its distinct values (as Python objects, ``null``
-    last, for nulls) and each row's position among them."""
+    for nulls and, last, for an absent column) and each row's position among them."""
     if name not in t.column_names:
         return np.array([null], dtype=object), np.zeros(t.num_rows, dtype=np.int64)
-    column = t.column(name)
-    encoded = pc.dictionary_encode(
-        column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    )
-    values = np.array([*encoded.dictionary.to_pylist(), null], dtype=object)
-    codes = pc.fill_null(encoded.indices, len(values) - 1)
-    return values, np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64)
+    found, codes = value_codes(t.column(name))
+    values = np.array([null if v is None else v for v in found] + [null], dtype=object)
+    return values, codes
 
 
 def _categories(t: pa.Table, name: str, null: Any = None) -> ObjArray:
