@@ -229,6 +229,7 @@ def enforce(
     key: PathLike | None = None,
     engine: str = "local",
     ray_address: str | None = None,
+    intermediates: PathLike | None = None,
 ) -> EnforceResult:
     """Judge a scan folder with a policy (a rules file, a :class:`~datagate.rules.Policy`, or
     the default policy), as ``datagate enforce`` does: writes the manifests and reports and
@@ -241,9 +242,12 @@ def enforce(
     key for the ledger entry and the run's attestation (default: the key file, if any).
     ``engine``: ``local``, or ``ray`` to run the dataset-wide work (duplicate groups and
     pairs, clusters, diversity sums, counts) as Ray Data operations on the cluster at
-    ``ray_address`` (``auto``, ``HOST:PORT``; default: a local Ray)."""
+    ``ray_address`` (``auto``, ``HOST:PORT``; default: a local Ray). ``intermediates``: a
+    folder that keeps that work's results between runs, updated with what changed (what the
+    pre-commit hook does in ``.datagate/gate-cache``)."""
     from datagate.curation.overrides import read_overrides
     from datagate.gate import enforce as run
+    from datagate.io import output_dir
     from datagate.ledger import default_paths
     from datagate.rules import Policy, default_rules_path, load_policy
     from datagate.rules.policy import with_overrides
@@ -275,6 +279,7 @@ def enforce(
         ledger=ledger_dir,
         key=key_path,
         backend=_backend(engine, ray_address),
+        intermediates=output_dir(Path(intermediates)) if intermediates is not None else None,
     )
 
 

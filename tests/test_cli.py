@@ -125,6 +125,42 @@ def test_enforce_passes_with_trusted_sources_policy(scanned: Path, tmp_path: Pat
     assert (out / "manifests" / "kept.parquet").exists()
 
 
+def test_enforce_keeps_intermediates_between_runs_and_judges_as_a_fresh_run(
+    scanned: Path, tmp_path: Path
+) -> None:
+    scan = str(scanned / "datagate-out" / "scan")
+    kept = tmp_path / "gate-work"
+    for run in ("first", "second"):
+        args = ["enforce", scan, "-o", str(tmp_path / run), "--keep-intermediates", str(kept)]
+        assert main([*args, "-q"]) in (0, 1)
+    assert main(["enforce", scan, "-o", str(tmp_path / "fresh"), "-q"]) in (0, 1)
+    first, second, fresh = (
+        json.loads((tmp_path / run / "report.json").read_text())
+        for run in ("first", "second", "fresh")
+    )
+    assert "intermediates" not in fresh["timing"]
+    assert first["timing"]["intermediates"]["near_duplicates"] == {"added_hashes": None}
+    reused = second["timing"]["intermediates"]
+    assert reused["near_duplicates"] == {"added_hashes": 0}
+    assert reused["semantic_clusters"] == {"assigned_rows": 0}
+    assert reused["semantic_matches"] == {"clusters_searched": 0}
+    assert {p.name for p in kept.iterdir()} >= {"neardup-r6.npz", "clusters.npz"}
+    for report in (second, fresh):
+        for rule in report["rules"]:
+            rule.pop("seconds", None)
+    assert second["rules"] == fresh["rules"]
+    assert second["verdict"] == fresh["verdict"]
+    rejected = "manifests/rejected.parquet"
+    assert pq.read_table(tmp_path / "second" / rejected).equals(
+        pq.read_table(tmp_path / "fresh" / rejected)
+    )
+    # a folder that cannot be made is the user's error, named
+    (tmp_path / "a-file").write_text("not a folder")
+    blocked = tmp_path / "a-file" / "work"
+    args = ["enforce", scan, "-o", str(tmp_path / "x"), "--keep-intermediates", str(blocked)]
+    assert main([*args, "-q"]) == 2
+
+
 def test_enforce_never_imports_torch(scanned: Path, tmp_path: Path) -> None:
     code = (
         "import sys; from datagate.cli import main; "

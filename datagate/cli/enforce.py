@@ -94,6 +94,18 @@ def enforce(
             "a local Ray.",
         ),
     ] = None,
+    keep_intermediates: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep-intermediates",
+            help="Keep the dataset-wide work (near-duplicate pairs, k-means fit, cluster "
+            "matches, diversity sums) in this folder, by content, and on the next run update "
+            "it with what changed instead of computing it again (as the pre-commit hook does). "
+            "A reused k-means fit can move a near-threshold semantic match; without this "
+            "option every run fits afresh.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> int:
@@ -118,6 +130,7 @@ def enforce(
             key=key,
             engine=engine,
             ray_address=ray_address,
+            intermediates=keep_intermediates,
         )
     if json_output:
         console.print_json(console.enforce_json(result.report))

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from datagate.io import atomic_path
+from datagate.io import atomic_path, cannot_write
 from datagate.measures.backend import Backend, FloatArray, IntArray, Pairs, UInt64Array
 
 Matches = tuple[Any, ...]
@@ -151,12 +151,15 @@ class IncrementalBackend:
                 )
         if self._clusters is not None:
             self._keep("clusters", **_pack_clusters(self._clusters, self._clusters_used))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for name, arrays in self._pending.items():
-            buffer = io.BytesIO()
-            np.savez(buffer, **arrays)  # type: ignore[arg-type]
-            with atomic_path(self.directory / f"{name}.npz") as tmp:
-                tmp.write_bytes(buffer.getvalue())
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for name, arrays in self._pending.items():
+                buffer = io.BytesIO()
+                np.savez(buffer, **arrays)  # type: ignore[arg-type]
+                with atomic_path(self.directory / f"{name}.npz") as tmp:
+                    tmp.write_bytes(buffer.getvalue())
+        except OSError as exc:
+            raise cannot_write(self.directory, exc) from None
         self._pending.clear()
 
     # ------------------------------------------------------------------ operations
