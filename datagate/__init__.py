@@ -247,7 +247,6 @@ def enforce(
     pre-commit hook does in ``.datagate/gate-cache``)."""
     from datagate.curation.overrides import read_overrides
     from datagate.gate import enforce as run
-    from datagate.io import output_dir
     from datagate.ledger import default_paths
     from datagate.rules import Policy, default_rules_path, load_policy
     from datagate.rules.policy import with_overrides
@@ -279,7 +278,7 @@ def enforce(
         ledger=ledger_dir,
         key=key_path,
         backend=_backend(engine, ray_address),
-        intermediates=output_dir(Path(intermediates)) if intermediates is not None else None,
+        intermediates=Path(intermediates) if intermediates is not None else None,
     )
 
 

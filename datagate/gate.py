@@ -35,7 +35,7 @@ from datagate.curation.topup import load_reserve, top_up
 from datagate.detect.head import Calibration
 from datagate.embed.stacked import semantic_embeddings
 from datagate.errors import ConfigError, InputError
-from datagate.io import write_json, write_rows, write_text
+from datagate.io import output_dir, write_json, write_rows, write_text
 from datagate.ledger import GateSigning, signing_for_gate
 from datagate.ledger.attest import ATTESTATION, statement, write_attestation
 from datagate.ledger.chain import Entry, append
@@ -114,7 +114,7 @@ def enforce(
     if intermediates is not None:
         from datagate.measures.incremental import IncrementalBackend
 
-        backend = kept_work = IncrementalBackend(backend, intermediates)
+        backend = kept_work = IncrementalBackend(backend, output_dir(intermediates))
     signing = signing_for_gate(ledger, key)
     table, meta = load_scan(scan_dir)
     table, lineage = apply_lineage(table, signing.ledger)
@@ -244,7 +244,6 @@ def enforce(
     }
     if kept_work is not None:  # what the kept intermediates saved (None: computed whole)
         report["timing"]["intermediates"] = kept_work.reused
-        kept_work.save()
     write_json(out / REPORT_JSON, report)
     write_reports(report, meta, out)
     result = EnforceResult(report=report, decision=decision, out=out)
@@ -267,6 +266,8 @@ def enforce(
     if signing.private is not None:  # what the ledger entry and the attestation sign
         payload["files"] = {name: file_sha256(out / name) for name in ATTESTED}
     record(result, signing, payload, lambda: verdict_index(table, decision))
+    if kept_work is not None:  # once every output is written: a finished run's work only
+        kept_work.save()
     return result
 
 

@@ -144,7 +144,7 @@ def test_enforce_keeps_intermediates_between_runs_and_judges_as_a_fresh_run(
     assert reused["near_duplicates"] == {"added_hashes": 0}
     assert reused["semantic_clusters"] == {"assigned_rows": 0}
     assert reused["semantic_matches"] == {"clusters_searched": 0}
-    assert {p.name for p in kept.iterdir()} >= {"neardup-r6.npz", "clusters.npz"}
+    assert {p.name for p in kept.iterdir()} >= {"neardup-r6.v1.npz", "clusters.v1.npz"}
     for report in (second, fresh):
         for rule in report["rules"]:
             rule.pop("seconds", None)

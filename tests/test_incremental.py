@@ -156,3 +156,65 @@ def test_a_kept_fit_of_one_cluster_or_one_probe_keeps_the_fits_label_width(
     assert first.clusters == again.clusters == 1
     assert np.array_equal(first.duplicate_of, again.duplicate_of)
     assert first.duplicate_of[100:110].tolist() == list(range(10))
+
+
+def test_fingerprints_see_changes_that_cancel_in_a_plain_weighted_sum() -> None:
+    """Two sign bits flipped (2^63 + 2^63 = 0 mod 2^64 in a sum of odd multiples), zero
+    words, other lengths and other dtypes of the same bytes all give other fingerprints."""
+    x = np.random.default_rng(9).standard_normal((200, 8)).astype(np.float16)
+    y = x.copy()
+    y[:, [3, 7]] *= -1  # the sign bits of two 64-bit words
+    assert (fingerprints(x) != fingerprints(y)).any(axis=1).all()
+    z = np.zeros((2, 8), np.float16)
+    z[1, 4] = np.float16(-0.0)  # one sign bit alone
+    assert len(np.unique(fingerprints(z), axis=0)) == 2
+    assert (
+        fingerprints(np.zeros((1, 4), np.float16)) != fingerprints(np.zeros((1, 8), np.float16))
+    ).any()
+    same_bytes = np.zeros((1, 4), np.float32)
+    assert (fingerprints(same_bytes) != fingerprints(same_bytes.view(np.int32))).any()
+    wide = np.random.default_rng(10).standard_normal((3, 8193)).astype(np.float32)
+    assert len(np.unique(fingerprints(wide), axis=0)) == 3  # rows of any width
+
+
+def test_semantic_matches_of_vectors_changed_in_two_sign_bits_are_searched_again(
+    tmp_path: Path,
+) -> None:
+    x = np.random.default_rng(11).standard_normal((300, 8)).astype(np.float16)
+    x[1] = x[0]
+    with IncrementalBackend(LOCAL, tmp_path) as backend:
+        first = semantic_duplicates(x, 0.95, redundancy=False, backend=backend)
+    assert first.duplicate_of[1] == 0
+    y = x.copy()
+    y[1, [3, 7]] *= -1  # no longer a copy of row 0
+    with IncrementalBackend(LOCAL, tmp_path) as backend:
+        got = semantic_duplicates(y, 0.95, redundancy=False, backend=backend)
+    want = semantic_duplicates(y, 0.95, redundancy=False)
+    assert got.duplicate_of[1] == want.duplicate_of[1] == -1
+    assert np.array_equal(got.duplicate_of, want.duplicate_of)
+
+
+def test_damaged_or_foreign_cache_files_are_misses(tmp_path: Path) -> None:
+    keys = _hashes(3000, 12)
+    with IncrementalBackend(LOCAL, tmp_path) as backend:
+        backend.distinct_pairs(keys, 4)
+    (path,) = tmp_path.iterdir()
+    want = LOCAL.distinct_pairs(keys, 4)
+    np.savez(path.with_suffix(".tmp.npz"), keys=keys)  # an array missing
+    for damaged in (b"PK\x03\x04" + bytes(64), path.with_suffix(".tmp.npz").read_bytes()):
+        path.write_bytes(damaged)
+        with IncrementalBackend(LOCAL, tmp_path) as backend:
+            got = backend.distinct_pairs(keys, 4)
+        assert backend.reused["near_duplicates"] == {"added_hashes": None}
+        for w, g in zip(want, got):
+            assert np.array_equal(w, g)
+
+
+def test_a_fit_is_not_reused_for_a_few_of_its_rows_repeated(tmp_path: Path) -> None:
+    x = np.random.default_rng(13).standard_normal((1000, 16)).astype(np.float32)
+    with IncrementalBackend(LOCAL, tmp_path) as backend:
+        backend.kmeans_labels(x, 8, probes=2)
+    repeated = np.concatenate([x[:110]] * 9)  # 990 rows, 110 of them distinct
+    with IncrementalBackend(LOCAL, tmp_path) as backend:
+        backend.kmeans_labels(repeated, 8, probes=2)
+    assert backend.reused["semantic_clusters"] == {"assigned_rows": None}

@@ -359,7 +359,7 @@ def test_a_changed_repository_updates_the_kept_intermediates_and_judges_as_a_fre
     hook = {"source": "p", "state_dir": state, "workers": 1, "embedder": PixelEmbedder()}
     first = run_hook([data], policy, **hook)  # type: ignore[arg-type]
     kept = sorted(p.name for p in (state / "gate-cache").iterdir())
-    assert kept == ["clusters.npz", "kmeans-288-0-2.npz", "neardup-r6.npz"], kept
+    assert kept == ["clusters.v1.npz", "kmeans-288-0-2.v1.npz", "neardup-r6.v1.npz"], kept
     shutil.copy(data / "s1" / "p3.jpg", data / "s2" / "copy.jpg")
     with open(data / "s2" / "copy.jpg", "ab") as fh:
         fh.write(b"other bytes, same picture")

@@ -24,8 +24,8 @@ in a folder, keyed by content (the bytes of the hashes and vectors, never file n
   fresh sum up to float64 rounding of the order of addition).
 
 Group ids and row counts are a pass over a column and are not kept. Every cache file is
-written atomically on :meth:`~IncrementalBackend.save`; a missing or unreadable one is a
-miss, never an error.
+written atomically on :meth:`~IncrementalBackend.save` and named with :data:`FORMAT`; a
+missing, damaged or other-version one is a miss, never an error.
 """
 
 from __future__ import annotations
@@ -53,36 +53,60 @@ FIT_OVERLAP = 0.9
 #: groups smaller than this are summed again (cheap) rather than stored (d x d floats each)
 STATS_MIN_ROWS = 256
 #: rows fingerprinted per block
-BLOCK_ROWS = 65_536
+BLOCK_ROWS = 16_384
+#: the layout of the cache files and of what their keys hash: a change to either (or to a
+#: search whose results are kept) bumps it, and files of another version are never read
+FORMAT = 1
 
-_WORDS = np.random.default_rng(0x5EED).integers(1, 2**63, size=(2, 4096), dtype=np.uint64) | 1
+KMEANS_FIELDS = ("basis", "centroids", "coarse", "members", "fit", "rows", "labels")
+CLUSTER_FIELDS = ("digests", "sizes", "dup_of", "sim_to", "nearest", "most_similar")
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SEEDS = (np.uint64(0x243F6A8885A308D3), np.uint64(0x13198A2E03707344))
+
+
+def _mix(z: np.ndarray[Any, np.dtype[np.uint64]]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """splitmix64's finaliser, in place: a bijection of 64-bit words whose every output bit
+    depends on every input bit."""
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
 
 
 def fingerprints(x: Any) -> np.ndarray[Any, np.dtype[np.uint64]]:
-    """A 128-bit fingerprint of each row's bytes (two multiply-add hashes of its 64-bit
-    words): equal rows give equal fingerprints, different rows differ but with a chance of
-    about 2^-64 per pair."""
+    """A 128-bit fingerprint of each row's bytes, its dtype and its length: equal rows give
+    equal fingerprints; any other two rows the same one with a chance of about 2^-64.
+
+    Each 64-bit word is mixed with its position (splitmix64) before the words are summed,
+    so no change of bits cancels in the sum (as flipping two sign bits would in a sum of
+    plain products), zero words count, and the total is mixed once more."""
     n = len(x)
     out = np.empty((n, 2), dtype=np.uint64)
-    for start in range(0, n, BLOCK_ROWS):
-        rows = np.ascontiguousarray(x[start : start + BLOCK_ROWS])
-        raw = rows.reshape(len(rows), -1).view(np.uint8)
-        pad = (-raw.shape[1]) % 8
-        if pad:
-            raw = np.concatenate([raw, np.zeros((len(raw), pad), np.uint8)], axis=1)
-        words = raw.view(np.uint64)
-        if words.shape[1] > _WORDS.shape[1]:
-            raise ValueError(f"rows of {raw.shape[1]} bytes: at most {8 * _WORDS.shape[1]}")
-        with np.errstate(over="ignore"):
-            for j in range(2):
-                h = (words * _WORDS[j, : words.shape[1]]).sum(axis=1, dtype=np.uint64)
-                out[start : start + len(rows), j] = h ^ (h >> np.uint64(31))
+    tag = int.from_bytes(hashlib.blake2b(str(np.dtype(x.dtype)).encode(), digest_size=8).digest())
+    with np.errstate(over="ignore"):
+        for start in range(0, n, BLOCK_ROWS):
+            rows = np.ascontiguousarray(x[start : start + BLOCK_ROWS])
+            raw = rows.reshape(len(rows), -1).view(np.uint8)
+            pad = (-raw.shape[1]) % 8
+            if pad:
+                raw = np.concatenate([raw, np.zeros((len(raw), pad), np.uint8)], axis=1)
+            words = raw.view(np.uint64)
+            width = words.shape[1]
+            position = np.arange(1, width + 1, dtype=np.uint64) * _GOLDEN
+            length = np.uint64((tag ^ raw.shape[1]) & 0xFFFFFFFFFFFFFFFF)
+            for j, seed in enumerate(_SEEDS):
+                keyed = _mix(position ^ seed)
+                h = _mix(words ^ keyed).sum(axis=1, dtype=np.uint64)
+                out[start : start + len(rows), j] = _mix(h ^ length ^ seed)
     return out
 
 
 def _digest(fp: np.ndarray[Any, Any], *extra: object) -> bytes:
     h = hashlib.blake2b(np.ascontiguousarray(fp).tobytes(), digest_size=16)
-    h.update(repr(extra).encode())
+    h.update(repr((FORMAT, *extra)).encode())
     return h.digest()
 
 
@@ -126,13 +150,18 @@ class IncrementalBackend:
             self.save()
 
     # ------------------------------------------------------------------ storage
-    def _load(self, name: str) -> dict[str, np.ndarray[Any, Any]] | None:
-        path = self.directory / f"{name}.npz"
+    def _load(self, name: str, *fields: str) -> dict[str, np.ndarray[Any, Any]] | None:
+        """The arrays of one kept intermediate, None when missing, unreadable, or without one
+        of ``fields`` (any damage or another layout is a miss, never an error)."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except (OSError, ValueError, KeyError, EOFError):
+            with np.load(self._path(name), allow_pickle=False) as data:
+                found = {k: data[k] for k in data.files}
+        except Exception:  # a damaged zip, a truncated array, a file that is not ours
             return None
+        return found if all(f in found for f in fields) else None
+
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name}.v{FORMAT}.npz"
 
     def _keep(self, name: str, **arrays: np.ndarray[Any, Any]) -> None:
         self._pending[name] = arrays
@@ -156,7 +185,7 @@ class IncrementalBackend:
             for name, arrays in self._pending.items():
                 buffer = io.BytesIO()
                 np.savez(buffer, **arrays)  # type: ignore[arg-type]
-                with atomic_path(self.directory / f"{name}.npz") as tmp:
+                with atomic_path(self._path(name)) as tmp:
                     tmp.write_bytes(buffer.getvalue())
         except OSError as exc:
             raise cannot_write(self.directory, exc) from None
@@ -172,7 +201,7 @@ class IncrementalBackend:
     def distinct_pairs(self, keys: UInt64Array, r: int) -> Pairs:
         keys = np.asarray(keys, dtype=np.uint64)
         name = f"neardup-r{r}"
-        old = self._load(name)
+        old = self._load(name, "keys", "a", "b")
         added = None if old is None else np.setdiff1d(keys, old["keys"], assume_unique=True)
         if old is None or added is None or len(added) > max(ADDED_MIN, len(keys) // ADDED_SHARE):
             i, j, d = self.inner.distinct_pairs(keys, r)
@@ -188,7 +217,7 @@ class IncrementalBackend:
 
         fp = fingerprints(x)[:, 0]
         name = f"kmeans-{x.shape[1]}-{seed}-{probes}"
-        old = self._load(name)
+        old = self._load(name, *KMEANS_FIELDS)
         model: KMeans | None = None
         if old is not None and _fit_holds(old, fp, k):
             coarse = old["coarse"] if old["coarse"].size else None
@@ -208,7 +237,7 @@ class IncrementalBackend:
         else:
             model = fit_kmeans(x, k, seed)
             labels = model.assign(x, probes)
-            fit_fp = np.sort(fp)
+            fit_fp = np.unique(fp)
             self.reused["semantic_clusters"] = {"assigned_rows": None}
         order = np.argsort(fp, kind="stable")
         self._keep(
@@ -229,7 +258,7 @@ class IncrementalBackend:
         from datagate.measures.semantic import match_clusters
 
         if self._clusters is None:
-            stored = self._load("clusters")
+            stored = self._load("clusters", *CLUSTER_FIELDS)
             self._clusters = _unpack_clusters(stored) if stored is not None else {}
         fp = fingerprints(x)
         cache, used = self._clusters, self._clusters_used
@@ -249,10 +278,10 @@ class IncrementalBackend:
         return result
 
     def group_stats(self, x: Any, groups: IntArray, count: int) -> list[Any]:
-        from datagate.measures.diversity import Running
+        from datagate.measures.diversity import Rows, Running
 
         if self._stats is None:
-            stored = self._load("stats")
+            stored = self._load("stats", "digests", "outer", "total", "count")
             self._stats = {}
             if stored is not None:
                 for i, key in enumerate(_split_digests(stored["digests"])):
@@ -283,7 +312,7 @@ class IncrementalBackend:
             relabel = np.full(count, -1, dtype=np.int64)
             relabel[todo] = np.arange(len(todo))
             rows = np.flatnonzero(pick)
-            fresh = self.inner.group_stats(_take(x, rows), relabel[groups[rows]], len(todo))
+            fresh = self.inner.group_stats(Rows(x, rows), relabel[groups[rows]], len(todo))
             for g, running in zip(todo, fresh):
                 out[g] = running
                 summed += running.count
@@ -311,10 +340,11 @@ def _fit_holds(old: dict[str, np.ndarray[Any, Any]], fp: np.ndarray[Any, Any], k
     fit = old["fit"]
     if not len(fit) or not len(fp):
         return False
-    shared = int((_lookup(fit, fp) >= 0).sum())
+    distinct = np.unique(fp)  # a row repeated is one row the fit knows, not many
+    shared = int((_lookup(fit, distinct) >= 0).sum())
     k_fit = len(old["centroids"])
     return (
-        shared >= FIT_OVERLAP * len(fp)
+        shared >= FIT_OVERLAP * len(distinct)
         and shared >= FIT_OVERLAP * len(fit)
         and FIT_OVERLAP * k <= k_fit <= k / FIT_OVERLAP
     )
