@@ -232,7 +232,7 @@ class IncrementalBackend:
             labels[known] = old["labels"][seen[known]]
             new = np.flatnonzero(~known)
             if new.size:
-                labels[new] = model.assign(_take(x, new), probes)
+                labels[new] = model.assign(x[new], probes)
             self.reused["semantic_clusters"] = {"assigned_rows": int(new.size)}
         else:
             model = fit_kmeans(x, k, seed)
@@ -321,10 +321,6 @@ class IncrementalBackend:
                     self._stats[keys[g]] = kept
         self.reused.setdefault("diversity_sums", {"rows_summed": 0})["rows_summed"] += summed
         return out
-
-
-def _take(x: Any, rows: IntArray) -> Any:
-    return x[rows]
 
 
 def _lookup(sorted_keys: np.ndarray[Any, Any], keys: np.ndarray[Any, Any]) -> IntArray:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
-import textwrap
 import types
 import typing
 from dataclasses import dataclass
@@ -40,36 +36,9 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def attribute_docs(cls: type[ConfigModel]) -> dict[str, str]:
-    """Each field's docstring (the string literal under it in the class body), read from the
-    sources of the class and its bases, a subclass's own winning. Read here, on demand,
-    rather than by pydantic when every rule class is built: that parse of every rule's
-    source cost ~0.3 s of every command's start."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not (isinstance(klass, type) and issubclass(klass, ConfigModel)):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):  # no source (e.g. defined interactively)
-            continue
-        body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
-        for node, after in itertools.pairwise(body):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)
-            ):
-                docs[node.target.id] = inspect.cleandoc(after.value.value)
-    return docs
-
-
 def params(cls: type[Rule]) -> list[Param]:
     """A rule's keys (besides ``rule`` and ``id``) with type, default and description."""
     found = []
-    described = attribute_docs(cls)
     for name, info in cls.model_fields.items():
         if name in ("rule", "id"):
             continue
@@ -83,7 +52,7 @@ def params(cls: type[Rule]) -> list[Param]:
             )
         else:
             default = repr(info.default)
-        doc = " ".join((info.description or described.get(name, "")).split())
+        doc = " ".join((info.description or "").split())
         found.append(Param(name, _type_name(info.annotation), default, doc))
     return found
 

@@ -124,12 +124,11 @@ def _category_codes(
     t: pa.Table, name: str, null: Any = None
 ) -> tuple[ObjArray, np.ndarray[Any, Any]]:
     """A column of few distinct strings as its distinct values (as Python objects, ``null``
-    for nulls and, last, for an absent column) and each row's position among them."""
+    for nulls, and for every row of an absent column) and each row's position among them."""
     if name not in t.column_names:
         return np.array([null], dtype=object), np.zeros(t.num_rows, dtype=np.int64)
     found, codes = value_codes(t.column(name))
-    values = np.array([null if v is None else v for v in found] + [null], dtype=object)
-    return values, codes
+    return np.array([null if v is None else v for v in found], dtype=object), codes
 
 
 def _categories(t: pa.Table, name: str, null: Any = None) -> ObjArray:
